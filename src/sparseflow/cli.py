@@ -1,0 +1,238 @@
+"""The ``sparseflow`` command: a thin layer that parses, calls the library and prints.
+
+Bad input (any :class:`sparseflow.errors.UserError`) prints one line on stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sparseflow.errors import UserError
+
+EXIT_USAGE = 2
+
+
+def _config_help() -> str:
+    from sparseflow.experiment.config import Config
+    from sparseflow.experiment.typed import describe
+
+    lines = ["config fields (set with -c FILE.yaml or --set KEY=VALUE):"]
+    for name, tp, default, help_ in describe(Config):
+        lines.append(f"  {name} ({tp}, default {default})")
+        if help_:
+            lines.extend(textwrap.wrap(help_, 88, initial_indent="      ",
+                                       subsequent_indent="      "))
+    return "\n".join(lines)
+
+
+def _root_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", default=None,
+                   help="run store directory (default: $SPARSEFLOW_HOME or ./sparseflow-runs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``sparseflow`` command."""
+    parser = argparse.ArgumentParser(
+        prog="sparseflow",
+        description="Train sparse neural networks and see why they train well or badly.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="train one model",
+        description="Train one model. The run id is a hash of the non-default settings: the "
+        "same command resumes an interrupted run and returns a finished one.",
+        epilog=_config_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("-c", "--config", help="YAML config file")
+    run.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
+                     metavar="KEY=VALUE", help="override config fields, e.g. optim.lr=0.1")
+    run.add_argument("--json", action="store_true",
+                     help="print the summary as one JSON object on the last line of stdout")
+    run.add_argument("--force", action="store_true",
+                     help="retrain from scratch even if the run finished or has checkpoints")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _root_arg(run)
+
+    cfg = sub.add_parser("config", help="print the resolved config and its run id",
+                         epilog=_config_help(),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    cfg.add_argument("-c", "--config", help="YAML config file")
+    cfg.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
+                     metavar="KEY=VALUE", help="override config fields")
+
+    runs = sub.add_parser("runs", help="read the run store")
+    rsub = runs.add_subparsers(dest="runs_command", metavar="ACTION")
+    ls = rsub.add_parser("list", help="one line per run")
+    ls.add_argument("--status", help="only runs with this status")
+    ls.add_argument("--json", action="store_true", help="JSON lines")
+    _root_arg(ls)
+    show = rsub.add_parser("show", help="config, summary and metrics of one run")
+    show.add_argument("run_id", help="run id (a unique prefix is enough)")
+    show.add_argument("--json", action="store_true", help="one JSON object")
+    _root_arg(show)
+    exp = rsub.add_parser("export", help="export a table as CSV or Parquet")
+    exp.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    exp.add_argument("--table", choices=("runs", "metrics", "artifacts"), default="runs")
+    exp.add_argument("--out", help="output file (default: TABLE.FORMAT; '-' = stdout for csv)")
+    _root_arg(exp)
+    return parser
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    keys = ("run_id", "status", "method", "dataset", "model", "seed", "steps", "test_accuracy",
+            "test_loss", "train_loss", "wall_seconds", "checkpoint")
+    print("summary:")
+    for k in keys:
+        if k in summary:
+            v = summary[k]
+            print(f"  {k:14s} {v:.4f}" if isinstance(v, float) else f"  {k:14s} {v}")
+    for k, v in summary.items():
+        if k not in keys and not isinstance(v, dict | list):
+            print(f"  {k:14s} {v:.4f}" if isinstance(v, float) else f"  {k:14s} {v}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sparseflow.experiment.config import load_config, run_id
+    from sparseflow.experiment.run import execute
+
+    cfg = load_config(args.config, args.overrides)
+    echo = (lambda s: print(s, file=sys.stderr)) if args.json else None
+    print(f"run {run_id(cfg)}: {cfg.method} {cfg.model} on {cfg.dataset}, seed {cfg.seed}",
+          file=sys.stderr if args.json else sys.stdout)
+    summary = execute(cfg, root=args.root, progress=not args.no_progress, echo=echo,
+                      force=args.force)
+    if args.json:
+        print(json.dumps(summary, sort_keys=True))
+    else:
+        _print_summary(summary)
+    return 0 if summary.get("status") in ("finished", "diverged") else 1
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from sparseflow.experiment.config import config_to_yaml, load_config, run_id
+
+    cfg = load_config(args.config, args.overrides)
+    print(f"# run id: {run_id(cfg)}")
+    print(config_to_yaml(cfg), end="")
+    return 0
+
+
+def _open_store(root: str | None, must_exist: bool = True):  # noqa: ANN202
+    from sparseflow.experiment.run import default_root, store_path
+    from sparseflow.experiment.store import Store
+
+    path = store_path(Path(root) if root else default_root())
+    if must_exist and not path.exists():
+        raise UserError(f"{path}: no run store here (run 'sparseflow run' first or pass --root)")
+    return Store(path)
+
+
+def resolve_run(store: Any, rid: str) -> str:
+    """Full run id from a unique prefix; a UserError when none or several match."""
+    matches = store.find_runs(rid)
+    if not matches:
+        raise UserError(f"run {rid!r} not found in {store.path}")
+    if len(matches) > 1 and rid not in matches:
+        raise UserError(f"run id prefix {rid!r} is ambiguous: {', '.join(matches[:5])}")
+    return rid if rid in matches else matches[0]
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from sparseflow.experiment.store import effective_status
+
+    if args.runs_command is None:
+        raise UserError("runs: expected an action: list, show or export")
+    with _open_store(args.root) as store:
+        if args.runs_command == "list":
+            rows = store.list_runs()
+            for r in rows:
+                r["status"] = effective_status(r)
+            if args.status:
+                rows = [r for r in rows if r["status"] == args.status]
+            if args.json:
+                for r in rows:
+                    print(json.dumps({k: r[k] for k in ("run_id", "status", "method", "dataset",
+                                                         "model", "seed", "summary")}))
+                return 0
+            print(f"{'run_id':14s} {'status':11s} {'method':10s} {'model':10s} "
+                  f"{'dataset':14s} {'seed':>4s} {'steps':>7s} {'test_acc':>8s}")
+            for r in rows:
+                s = r.get("summary") or {}
+                acc = s.get("test_accuracy")
+                print(f"{r['run_id']:14s} {r['status']:11s} {r['method'] or '':10s} "
+                      f"{r['model'] or '':10s} {r['dataset'] or '':14s} {r['seed']!s:>4s} "
+                      f"{s.get('steps', ''):>7} {'' if acc is None else f'{acc:.4f}':>8s}")
+            return 0
+        if args.runs_command == "show":
+            rid = resolve_run(store, args.run_id)
+            run = store.get_run(rid)
+            run["status"] = effective_status(run)
+            metrics = store.metrics(rid)
+            if args.json:
+                print(json.dumps({**run, "metrics": metrics}, sort_keys=True))
+                return 0
+            import yaml
+
+            print(f"run {rid}  status {run['status']}")
+            print(yaml.safe_dump({"config": run["config"]}, sort_keys=False), end="")
+            if run.get("summary"):
+                _print_summary(run["summary"])
+            evals = [m for m in metrics if m["name"] in ("test_accuracy", "test_loss",
+                                                          "train_loss", "train_accuracy")]
+            by_step: dict[int, dict[str, float]] = {}
+            for m in evals:
+                by_step.setdefault(m["step"], {})[m["name"]] = m["value"]
+            if by_step:
+                print(f"{'step':>8s} {'train_loss':>10s} {'train_acc':>9s} {'test_loss':>9s} "
+                      f"{'test_acc':>8s}")
+                for step, v in sorted(by_step.items()):
+                    def f(k: str, v: dict = v) -> str:
+                        return "" if v.get(k) is None else f"{v[k]:.4f}"
+                    print(f"{step:8d} {f('train_loss'):>10s} {f('train_accuracy'):>9s} "
+                          f"{f('test_loss'):>9s} {f('test_accuracy'):>8s}")
+            others = sorted({m["name"] for m in metrics} - {m["name"] for m in evals})
+            if others:
+                print(f"other metrics ({len(others)}): {', '.join(others[:20])}"
+                      + (" ..." if len(others) > 20 else ""))
+            return 0
+        if args.runs_command == "export":
+            from sparseflow.experiment.export import export_table
+
+            out = args.out or f"{args.table}.{args.format}"
+            n = export_table(store, args.table, args.format, out)
+            if out != "-":
+                print(f"wrote {n} rows to {out}", file=sys.stderr)
+            return 0
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sparseflow`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    handlers = {"run": cmd_run, "config": cmd_config, "runs": cmd_runs}
+    try:
+        return handlers[args.command](args)
+    except UserError as e:
+        print(f"sparseflow: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("sparseflow: interrupted (checkpoint saved; run the same command to resume)",
+              file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""The configuration of one run: every field typed, documented, validated and hashable.
+
+``sparseflow run --help`` lists these fields; ``-c file.yaml`` and ``--set a.b=value`` set them.
+The run id is :func:`run_id` = a content hash of the non-default, run-naming fields.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sparseflow.errors import ConfigError
+from sparseflow.experiment import typed
+from sparseflow.experiment.typed import field
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
+SCHEDULES = ("constant", "cosine", "step", "linear")
+DEVICES = ("auto", "cpu", "cuda")
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ep|it)\s*$")
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A length of training written as ``20ep`` (epochs) or ``500it`` (steps)."""
+
+    amount: int
+    unit: str  # "ep" or "it"
+
+    @classmethod
+    def parse(cls, text: str, name: str = "duration") -> Duration:
+        """Parse ``'20ep'`` / ``'500it'``; a ConfigError names the field otherwise."""
+        m = _DURATION.match(str(text))
+        if not m:
+            raise ConfigError(f"{name}: expected a duration like '20ep' or '500it', got {text!r}")
+        return cls(int(m.group(1)), m.group(2))
+
+    def steps(self, steps_per_epoch: int) -> int:
+        """Length in optimiser steps."""
+        return self.amount * steps_per_epoch if self.unit == "ep" else self.amount
+
+
+@dataclass
+class DataConfig:
+    heldout: int = field(
+        1000, low=0, help="Training examples held out (never trained on) for gradient-flow "
+        "measurement."
+    )
+    augment: bool = field(False, help="Random shift (28x28) or crop+flip (CIFAR) augmentation.")
+    eval_batch_size: int = field(1000, low=1, help="Batch size for evaluation.", hash=False)
+    root: str | None = field(
+        None, hash=False, help="Directory holding the dataset files (default: the lookup order "
+        "$SPARSEFLOW_DATA, ~/.cache/sparseflow, /usr/share/datasets).",
+    )
+    download: bool = field(True, hash=False, help="Download missing dataset files.")
+    n_train: int | None = field(
+        None, low=1, help="synthetic dataset only: number of training examples."
+    )
+
+
+@dataclass
+class ArchConfig:
+    widths: list[int] | None = field(
+        None, help="Hidden widths (MLP units / LeNet channels and units), overriding the "
+        "model's defaults; e.g. 300,100."
+    )
+    depth: int | None = field(None, low=1, help="Depth (MLP: hidden layers; WRN: d).")
+    width: int | None = field(None, low=1, help="Width (MLP: units per hidden layer; WRN: k).")
+    activation: str = field(
+        "relu", choices=("relu", "prelu", "elu", "silu", "swish", "srelu", "sigmoid", "tanh"),
+        help="Hidden activation.",
+    )
+    batchnorm: bool | None = field(
+        None, help="BatchNorm after each hidden layer (default: the model's own choice, e.g. "
+        "on for ResNets, off for MLP/LeNet/VGG)."
+    )
+    skip: bool | None = field(
+        None, help="Residual skip connections between equal-width hidden layers (MLP only)."
+    )
+
+
+@dataclass
+class OptimConfig:
+    name: str = field("momentum", choices=OPTIMIZERS, help="Optimiser.")
+    lr: float = field(0.05, low=0.0, low_open=True, help="Peak learning rate.")
+    momentum: float = field(
+        0.9, low=0.0, high=1.0, high_open=True,
+        help="Momentum (momentum, nesterov; rmsprop's momentum when name=rmsprop uses 0).",
+    )
+    l2: float = field(
+        0.0, low=0.0, help="Coupled L2: adds l2*w to the gradient (so it passes through Adam's "
+        "moments)."
+    )
+    weight_decay: float = field(
+        0.0, low=0.0, help="Decoupled weight decay: w <- w - lr_t*weight_decay*w after the "
+        "step (AdamW / SGDW, Loshchilov & Hutter)."
+    )
+    decay_all: bool = field(
+        False, help="Apply l2 / weight_decay to biases and normalisation parameters too "
+        "(default: Linear/Conv weights only, as in the papers' Keras kernel_regularizer)."
+    )
+    beta1: float = field(0.9, low=0.0, high=1.0, high_open=True, help="Adam beta1.")
+    beta2: float = field(0.999, low=0.0, high=1.0, high_open=True, help="Adam beta2.")
+    eps: float = field(1e-8, low=0.0, low_open=True, help="Adam/RMSProp/Adagrad epsilon.")
+    alpha: float = field(0.99, low=0.0, high=1.0, help="RMSProp smoothing constant.")
+    schedule: str = field("cosine", choices=SCHEDULES, help="Learning-rate schedule.")
+    warmup: str = field("0it", help="Linear warm-up from 0 to lr, e.g. '500it' or '1ep'.")
+    milestones: list[float] = field(
+        default_factory=lambda: [0.5, 0.75],
+        help="step schedule: fractions of training at which lr is multiplied by gamma.",
+    )
+    gamma: float = field(0.1, low=0.0, low_open=True, help="step schedule: decay factor.")
+
+
+@dataclass
+class TrainConfig:
+    duration: str = field("15ep", help="Training length: '20ep' (epochs) or '500it' (steps).")
+    batch_size: int = field(128, low=1, help="Training batch size.")
+    eval_every: str = field(
+        "1ep", help="Evaluate on the test set every this often (and at the end)."
+    )
+    checkpoint_every: str = field(
+        "1ep", hash=False, help="Checkpoint every this often (also at step 0 and at the end)."
+    )
+    checkpoint_steps: list[int] = field(
+        default_factory=list, help="Extra steps to checkpoint (e.g. a late-rewinding point)."
+    )
+    flush_denormal: bool = field(
+        True, help="torch.set_flush_denormal(True): avoids slow denormal arithmetic on CPU."
+    )
+
+
+@dataclass
+class LogConfig:
+    tensorboard: bool = field(
+        False, hash=False, help="Also write TensorBoard event files (needs the "
+        "'tensorboard' extra)."
+    )
+
+
+@dataclass
+class Config:
+    dataset: str = field("fashion_mnist", help="Dataset name.")
+    model: str = field("lenet300", help="Model name.")
+    method: str = field("dense", help="Training method.")
+    seed: int = field(0, low=0, help="Random seed (init, data order, augmentation).")
+    device: str = field("auto", choices=DEVICES, hash=False, help="Device.")
+    threads: int | None = field(
+        None, low=1, hash=False, help="torch.set_num_threads (default: torch's choice)."
+    )
+    data: DataConfig = field(default_factory=DataConfig)
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def validate(self) -> None:
+        """Cross-field checks and registry names (lists the valid names on error)."""
+        from sparseflow.data import DATASETS
+        from sparseflow.models import model_names
+
+        if self.dataset not in DATASETS:
+            raise ConfigError(
+                f"dataset: unknown dataset {self.dataset!r}; valid: {', '.join(DATASETS)}"
+            )
+        if self.model not in model_names():
+            raise ConfigError(
+                f"model: unknown model {self.model!r}; valid: {', '.join(model_names())}"
+            )
+        from sparseflow.methods import method_names
+
+        if self.method not in method_names():
+            raise ConfigError(
+                f"method: unknown method {self.method!r}; valid: {', '.join(method_names())}"
+            )
+        Duration.parse(self.train.duration, "train.duration")
+        Duration.parse(self.train.eval_every, "train.eval_every")
+        Duration.parse(self.train.checkpoint_every, "train.checkpoint_every")
+        Duration.parse(self.optim.warmup, "optim.warmup")
+        for m in self.optim.milestones:
+            if not 0.0 < m < 1.0:
+                raise ConfigError(f"optim.milestones: {m!r} is out of range (0, 1)")
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Config from an optional YAML file (``yaml.safe_load``) plus ``key=value`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read config file ({e.strerror})") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{p}: not valid YAML{where}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of config keys at the top level")
+        data = typed.unflatten(typed.flatten(loaded))
+    pairs = dict(typed.parse_override(o) for o in overrides)
+    valid = typed.leaf_names(Config)
+    for key in pairs:
+        if key not in valid:
+            raise typed._unknown_key(key, valid)
+    return typed.from_dict(Config, typed.merge(data, pairs))
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Config from a nested dict (as stored in the run store)."""
+    return typed.from_dict(Config, data)
+
+
+def run_id(cfg: Config) -> str:
+    """Content hash of the non-default run-naming settings: the same config is the same run."""
+    return typed.content_hash(cfg)
+
+
+def config_to_yaml(cfg: Config) -> str:
+    """YAML text of the full config."""
+    return yaml.safe_dump(typed.to_dict(cfg), sort_keys=False)

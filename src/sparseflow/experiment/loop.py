@@ -1,0 +1,317 @@
+"""The training loop: minimal on the hot path, everything else through callbacks.
+
+Determinism and exact resume: the data order of epoch ``e`` is a permutation drawn from a
+generator seeded by ``(seed, e)``; augmentation at step ``t`` uses a generator seeded by
+``(seed, t)``; the learning rate is a pure function of the step. A checkpoint therefore needs only
+the model, the optimiser, the callbacks' states, torch's global RNG state, the step and the
+epoch's running sums, and a resumed run continues bit for bit as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from sparseflow.data import Dataset
+from sparseflow.experiment import optim as optim_mod
+from sparseflow.experiment.callbacks import Callback, overriding
+from sparseflow.experiment.checkpoint import (
+    checkpoint_name,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from sparseflow.experiment.config import Config, Duration
+
+_MIX = 1_000_003
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"loss is not finite at step {step}")
+        self.step = step
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode on (x, y); restores the mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum, correct = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(device, non_blocking=True)
+        yb = y[i : i + batch_size].to(device, non_blocking=True)
+        out = model(xb)
+        loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
+        correct += (out.argmax(1) == yb).sum().item()
+    model.train(was_training)
+    n = max(1, len(x))
+    return loss_sum / n, correct / n
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` as ``cfg`` says, checkpointing into ``run_dir``.
+
+    ``log_fn(step, {name: value})`` receives every metric (the run store's writer); rows are
+    buffered and flushed at evaluations and checkpoints.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        data: Dataset,
+        *,
+        device: torch.device,
+        callbacks: list[Callback] | None = None,
+        run_dir: Path | None = None,
+        log_fn: Callable[[list[tuple[int, str, float]]], None] | None = None,
+        progress: bool = True,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.optimizer = optimizer
+        self.data = data
+        self.device = device
+        self.callbacks = list(callbacks or [])
+        self.run_dir = run_dir
+        self.log_fn = log_fn
+        self.progress = progress
+        self.echo = echo or (lambda s: tqdm.write(s, file=sys.stdout))
+        self.batch_size = cfg.train.batch_size
+        n = len(data.x_train)
+        if n < self.batch_size:
+            from sparseflow.errors import ConfigError
+
+            raise ConfigError(
+                f"train.batch_size: {self.batch_size} is larger than the training set ({n})"
+            )
+        self.steps_per_epoch = n // self.batch_size
+        self.total_steps = Duration.parse(cfg.train.duration).steps(self.steps_per_epoch)
+        self.eval_steps = max(1, Duration.parse(cfg.train.eval_every).steps(self.steps_per_epoch))
+        self.ckpt_steps = max(
+            1, Duration.parse(cfg.train.checkpoint_every).steps(self.steps_per_epoch)
+        )
+        self.warmup = Duration.parse(cfg.optim.warmup).steps(self.steps_per_epoch)
+        self.extra_ckpts = set(cfg.train.checkpoint_steps)
+        self.step = 0
+        self.elapsed_before = 0.0
+        self._loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self._correct = torch.zeros((), dtype=torch.int64, device=device)
+        self._count = 0
+        self._pending: list[tuple[int, str, float]] = []
+        self._perm_epoch = -1
+        self._perm: torch.Tensor | None = None
+        self.last_eval: dict[str, float] = {}
+        self.last_checkpoint: Path | None = None
+        # the training data lives on the device once (it is small for these datasets)
+        self.x_train = data.x_train.to(device)
+        self.y_train = data.y_train.to(device)
+
+    # -- metrics ---------------------------------------------------------------------------
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Queue metrics of ``step`` for the store."""
+        self._pending.extend((step, k, float(v)) for k, v in metrics.items())
+
+    def flush(self) -> None:
+        """Write queued metrics."""
+        if self._pending and self.log_fn is not None:
+            self.log_fn(self._pending)
+        self._pending = []
+
+    # -- data ------------------------------------------------------------------------------
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training batch of ``step`` (deterministic in seed and step)."""
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.cfg.seed * _MIX + epoch)
+            self._perm = torch.randperm(len(self.x_train), generator=g).to(self.device)
+            self._perm_epoch = epoch
+        assert self._perm is not None
+        idx = self._perm[pos * self.batch_size : (pos + 1) * self.batch_size]
+        x, y = self.x_train[idx], self.y_train[idx]
+        if self.data.augment is not None and self.cfg.data.augment:
+            g = torch.Generator().manual_seed(self.cfg.seed * _MIX + 7919 * step + 1)
+            x = self.data.augment(x.cpu(), g).to(self.device)
+        return x, y
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything a resumed run needs."""
+        return {
+            "format": 1,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks},
+            "rng": {"torch": torch.get_rng_state()},
+            "loop": {
+                "loss_sum": float(self._loss_sum),
+                "correct": int(self._correct),
+                "count": self._count,
+                "elapsed": self.elapsed(),
+                "last_eval": dict(self.last_eval),
+            },
+        }
+
+    def save(self) -> Path | None:
+        """Checkpoint at the current step (flushing metrics first)."""
+        self.flush()
+        if self.run_dir is None:
+            return None
+        path = save_checkpoint(self.run_dir / "checkpoints" / checkpoint_name(self.step),
+                               self.state())
+        self.last_checkpoint = path
+        return path
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Load a checkpoint written by :meth:`state`."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        states = ckpt.get("callbacks", {})
+        for cb in self.callbacks:
+            if cb.name in states:
+                cb.load_state_dict(states[cb.name])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        loop = ckpt["loop"]
+        self.step = int(ckpt["step"])
+        self._loss_sum.fill_(loop["loss_sum"])
+        self._correct.fill_(loop["correct"])
+        self._count = int(loop["count"])
+        self.elapsed_before = float(loop["elapsed"])
+        self.last_eval = dict(loop.get("last_eval", {}))
+
+    def resume_if_possible(self) -> bool:
+        """Restore the newest checkpoint in ``run_dir``; True when one was found."""
+        if self.run_dir is None:
+            return False
+        found = latest_checkpoint(self.run_dir / "checkpoints")
+        if found is None:
+            return False
+        _, path = found
+        self.restore(load_checkpoint(path, map_location=self.device))
+        self.last_checkpoint = path
+        return True
+
+    def elapsed(self) -> float:
+        """Training wall time so far, over all sessions of this run."""
+        return self.elapsed_before + (time.perf_counter() - self._t0 if hasattr(self, "_t0")
+                                      else 0.0)
+
+    # -- evaluation ------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """Test loss/accuracy plus the running train loss/accuracy since the last evaluation."""
+        test_loss, test_acc = evaluate(
+            self.model, self.data.x_test, self.data.y_test, self.cfg.data.eval_batch_size
+        )
+        metrics = {"test_loss": test_loss, "test_accuracy": test_acc}
+        if self._count:
+            metrics["train_loss"] = float(self._loss_sum) / self._count
+            metrics["train_accuracy"] = int(self._correct) / (self._count * self.batch_size)
+        for hook in overriding(self.callbacks, "on_eval"):
+            hook(self, metrics)
+        self._loss_sum.zero_()
+        self._correct.zero_()
+        self._count = 0
+        metrics["epoch"] = self.step / self.steps_per_epoch
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.log(self.step, metrics)
+        self.last_eval = metrics
+        return metrics
+
+    def _report(self, m: dict[str, float]) -> None:
+        train = (f"train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.4f} | "
+                 if "train_loss" in m else "")
+        self.echo(
+            f"epoch {m['epoch']:6.2f} step {self.step:7d} | {train}"
+            f"test loss {m['test_loss']:.4f} acc {m['test_accuracy']:.4f}"
+        )
+
+    # -- the loop --------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train to ``total_steps`` (resuming if a checkpoint exists); returns the summary."""
+        self._t0 = time.perf_counter()
+        model, opt, cfg = self.model, self.optimizer, self.cfg
+        model.train()
+        for hook in overriding(self.callbacks, "on_train_start"):
+            hook(self)
+        if self.step == 0 and (self.last_checkpoint is None):
+            self.save()
+        after_backward = overriding(self.callbacks, "after_backward")
+        after_step = overriding(self.callbacks, "after_step")
+        manual_decay = optim_mod.needs_manual_decay(opt)
+        total = self.total_steps
+        sched = (cfg.optim.schedule, self.warmup, tuple(cfg.optim.milestones), cfg.optim.gamma)
+        bar = tqdm(total=total, initial=self.step, disable=not self.progress, file=sys.stderr,
+                   mininterval=0.5, unit="step", dynamic_ncols=True, leave=False)
+        try:
+            while self.step < total:
+                optim_mod.set_lr(opt, optim_mod.lr_factor(self.step, total, *sched))
+                x, y = self.batch(self.step)
+                out = model(x)
+                loss = F.cross_entropy(out, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                for hook in after_backward:
+                    hook(self)
+                if manual_decay:
+                    optim_mod.coupled_l2_(opt)
+                    optim_mod.decoupled_decay_(opt)
+                opt.step()
+                self.step += 1
+                with torch.no_grad():
+                    self._loss_sum += loss.detach()
+                    self._correct += (out.argmax(1) == y).sum()
+                self._count += 1
+                for hook in after_step:
+                    hook(self)
+                bar.update(1)
+                if self.step % 100 == 0 or self.step == total:
+                    if not math.isfinite(float(self._loss_sum)):
+                        raise Diverged(self.step)
+                if self.step % self.eval_steps == 0 or self.step == total:
+                    m = self.evaluate()
+                    self._report(m)
+                    bar.set_postfix(test_acc=f"{m['test_accuracy']:.4f}", refresh=False)
+                if (self.step % self.ckpt_steps == 0 or self.step == total
+                        or self.step in self.extra_ckpts):
+                    self.save()
+        finally:
+            bar.close()
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        """The run's final numbers (callbacks may add fields)."""
+        if not self.last_eval or "test_loss" not in self.last_eval:
+            self.evaluate()
+        m = self.last_eval
+        summary: dict[str, Any] = {
+            "steps": self.step,
+            "epochs": self.step / self.steps_per_epoch,
+            "test_accuracy": m["test_accuracy"],
+            "test_loss": m["test_loss"],
+            "train_loss": m.get("train_loss"),
+            "train_accuracy": m.get("train_accuracy"),
+            "wall_seconds": round(self.elapsed(), 3),
+            "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+        }
+        for hook in overriding(self.callbacks, "on_train_end"):
+            hook(self, summary)
+        self.flush()
+        return summary

@@ -1,0 +1,181 @@
+"""One run, end to end: config -> data + model + method -> loop -> store + checkpoints.
+
+The run's directory is ``ROOT/runs/RUN_ID`` and the store ``ROOT/sparseflow.db``; ROOT is
+``--root``, else ``$SPARSEFLOW_HOME``, else ``./sparseflow-runs``. Starting a run whose id is
+already finished returns its stored summary; starting one that has checkpoints resumes it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparseflow.data import Dataset, load_dataset
+from sparseflow.errors import ConfigError
+from sparseflow.experiment.callbacks import Callback, TensorBoardCallback
+from sparseflow.experiment.config import Config, config_to_yaml, run_id
+from sparseflow.experiment.loop import Diverged, Trainer
+from sparseflow.experiment.optim import build_optimizer
+from sparseflow.experiment.store import Store
+from sparseflow.experiment.typed import to_dict
+from sparseflow.models import build_model
+
+SUMMARY_KEYS = ("run_id", "status", "method", "dataset", "model", "seed")
+
+
+def method_callbacks(
+    cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Dataset
+) -> list[Callback]:
+    """The callbacks that implement ``cfg.method`` (none for dense training)."""
+    if cfg.method == "dense":
+        return []
+    raise ConfigError(f"method: {cfg.method!r} is not available")
+
+
+def default_root() -> Path:
+    """``$SPARSEFLOW_HOME`` or ``./sparseflow-runs``."""
+    return Path(os.environ.get("SPARSEFLOW_HOME", "sparseflow-runs"))
+
+
+def store_path(root: str | Path) -> Path:
+    """Path of the SQLite run store under ``root``."""
+    return Path(root) / "sparseflow.db"
+
+
+def run_dir(root: str | Path, rid: str) -> Path:
+    """Directory of one run (config copy and checkpoints)."""
+    return Path(root) / "runs" / rid
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; ``cuda`` without CUDA is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def load_data(cfg: Config) -> Dataset:
+    """The dataset named by the config, with its held-out batch."""
+    kw: dict[str, Any] = {}
+    if cfg.data.n_train is not None:
+        if cfg.dataset != "synthetic":
+            raise ConfigError("data.n_train: only the synthetic dataset takes n_train")
+        kw["n_train"] = cfg.data.n_train
+    return load_dataset(
+        cfg.dataset,
+        root=cfg.data.root,
+        download=cfg.data.download,
+        heldout=(cfg.data.heldout,) if cfg.data.heldout else (),
+        augment=cfg.data.augment,
+        **kw,
+    )
+
+
+def make_model(cfg: Config, data: Dataset) -> torch.nn.Module:
+    """The model named by the config, initialised from ``torch.manual_seed(cfg.seed)``."""
+    torch.manual_seed(cfg.seed)
+    a = cfg.arch
+    return build_model(
+        cfg.model, data.input_shape, data.num_classes, widths=a.widths, depth=a.depth,
+        width=a.width, activation=a.activation, batchnorm=a.batchnorm, skip=a.skip,
+    )
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so a terminated run checkpoints and says so."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def execute(
+    cfg: Config,
+    *,
+    root: str | Path | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+    force: bool = False,
+    callbacks: list[Callback] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume, or skip if finished) the training run ``cfg``; returns its summary."""
+    root = Path(root) if root is not None else default_root()
+    rid = run_id(cfg)
+    with Store(store_path(root)) as store:
+        existing = store.get_run(rid)
+        if existing and existing["status"] == "finished" and not force and existing["summary"]:
+            return existing["summary"]
+
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.set_flush_denormal(cfg.train.flush_denormal)
+        device = resolve_device(cfg.device)
+        data = load_data(cfg)
+        model = make_model(cfg, data).to(device)
+        optimizer = build_optimizer(cfg.optim, model)
+        cbs: list[Callback] = list(callbacks or [])
+        cbs = method_callbacks(cfg, model, optimizer, data) + cbs
+        rdir = run_dir(root, rid)
+        if force and existing:
+            import shutil
+
+            shutil.rmtree(rdir / "checkpoints", ignore_errors=True)
+        if cfg.log.tensorboard:
+            cbs.append(TensorBoardCallback(str(rdir / "tensorboard")))
+        rdir.mkdir(parents=True, exist_ok=True)
+        cfg_file = rdir / "config.yaml"
+        tmp = cfg_file.with_suffix(".yaml.tmp")
+        tmp.write_text(config_to_yaml(cfg))
+        os.replace(tmp, cfg_file)
+
+        trainer = Trainer(
+            cfg, model, optimizer, data, device=device, callbacks=cbs, run_dir=rdir,
+            log_fn=lambda rows: store.log_many(rid, rows), progress=progress, echo=echo,
+        )
+        store.start_run(rid, to_dict(cfg))
+        head = {"run_id": rid, "method": cfg.method, "dataset": cfg.dataset,
+                "model": cfg.model, "seed": cfg.seed}
+        try:
+            resumed = trainer.resume_if_possible()
+            if resumed and echo is not None:
+                echo(f"resuming run {rid} from step {trainer.step}")
+            with _sigterm_as_interrupt():
+                summary = trainer.fit()
+        except KeyboardInterrupt:
+            trainer.save()
+            store.set_status(rid, "interrupted")
+            raise
+        except Diverged as d:
+            trainer.flush()
+            summary = {**head, "status": "diverged", "diverged_step": d.step,
+                       "steps": d.step, "test_accuracy": None, "test_loss": None,
+                       "train_loss": None, "wall_seconds": round(trainer.elapsed(), 3),
+                       "checkpoint": str(trainer.last_checkpoint)}
+            store.finish_run(rid, "diverged", summary)
+            return summary
+        except BaseException:
+            trainer.flush()
+            store.set_status(rid, "failed")
+            raise
+        summary = {**head, "status": "finished", **summary}
+        if trainer.last_checkpoint is not None:
+            store.add_artifact(rid, "checkpoint/final", trainer.last_checkpoint, "checkpoint")
+        store.finish_run(rid, "finished", summary)
+        return summary

@@ -1,0 +1,280 @@
+"""The run store: one SQLite database (WAL mode, parameterised SQL only).
+
+Tables
+------
+``runs``      one row per run: id, config JSON, status, identity columns, times, summary JSON.
+``metrics``   (run_id, step, name) -> value; re-writing a step (after a resume) replaces it.
+``artifacts`` (run_id, name) -> path and kind (checkpoints, figures, tables).
+
+Several processes may write at once: every write is a short ``BEGIN IMMEDIATE`` transaction,
+``busy_timeout`` waits for the lock, and a lock error that still escapes is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from sparseflow.errors import StoreError
+
+STATUSES = ("running", "finished", "interrupted", "failed", "diverged")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id    TEXT PRIMARY KEY,
+    config    TEXT NOT NULL,
+    status    TEXT NOT NULL,
+    method    TEXT,
+    dataset   TEXT,
+    model     TEXT,
+    seed      INTEGER,
+    started   REAL,
+    finished  REAL,
+    host      TEXT,
+    pid       INTEGER,
+    summary   TEXT
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL,
+    step   INTEGER NOT NULL,
+    name   TEXT NOT NULL,
+    value  REAL,
+    PRIMARY KEY (run_id, step, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id  TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    path    TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+"""
+
+RUN_COLUMNS = (
+    "run_id", "status", "method", "dataset", "model", "seed", "started", "finished", "host",
+    "pid", "config", "summary",
+)
+
+
+class Store:
+    """A handle on the SQLite run store at ``path`` (created on first use)."""
+
+    def __init__(self, path: str | Path, *, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        if self.path.exists() and self.path.is_dir():
+            raise StoreError(f"{self.path}: is a directory, expected a SQLite database file")
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as fh:
+                if fh.read(16) != b"SQLite format 3\x00":
+                    raise StoreError(f"{self.path}: not a SQLite database (refusing to touch it)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = sqlite3.connect(
+                str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._retry(lambda: self._conn.execute("PRAGMA journal_mode=WAL"))
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._retry(lambda: self._conn.executescript(_SCHEMA))
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: cannot open run store ({e})") from None
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- low level -----------------------------------------------------------------------
+    def _retry(self, fn: Any, attempts: int = 50) -> Any:
+        delay = 0.01
+        for i in range(attempts):
+            try:
+                return fn()
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or i == attempts - 1:
+                    raise
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        self._retry(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        else:
+            self._retry(lambda: self._conn.execute("COMMIT"))
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        def go() -> list[Any]:
+            cur = self._conn.execute(sql, params)
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
+
+        try:
+            return self._retry(go)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: cannot read run store ({e})") from None
+
+    # -- runs ------------------------------------------------------------------------------
+    def start_run(self, run_id: str, config: dict[str, Any]) -> None:
+        """Insert the run (or mark an existing one running again, keeping its metrics)."""
+        now = time.time()
+        with self._write() as c:
+            c.execute(
+                "INSERT INTO runs (run_id, config, status, method, dataset, model, seed, started,"
+                " host, pid) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(run_id) DO UPDATE SET status='running', config=excluded.config,"
+                " host=excluded.host, pid=excluded.pid, finished=NULL",
+                (
+                    run_id, json.dumps(config, sort_keys=True), config.get("method"),
+                    config.get("dataset"), config.get("model"), config.get("seed"), now,
+                    socket.gethostname(), os.getpid(),
+                ),
+            )
+
+    def finish_run(self, run_id: str, status: str, summary: dict[str, Any]) -> None:
+        """Set the final status and summary of a run."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}")
+        with self._write() as c:
+            c.execute(
+                "UPDATE runs SET status=?, summary=?, finished=? WHERE run_id=?",
+                (status, json.dumps(summary, sort_keys=True), time.time(), run_id),
+            )
+
+    def set_status(self, run_id: str, status: str) -> None:
+        """Change only the status of a run."""
+        with self._write() as c:
+            c.execute("UPDATE runs SET status=? WHERE run_id=?", (status, run_id))
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """The run's row with ``config`` and ``summary`` decoded, or None."""
+        rows = self._query("SELECT * FROM runs WHERE run_id=?", (run_id,))
+        return _decode(rows[0]) if rows else None
+
+    def find_runs(self, prefix: str) -> list[str]:
+        """Run ids starting with ``prefix`` (for abbreviated ids)."""
+        rows = self._query(
+            "SELECT run_id FROM runs WHERE substr(run_id, 1, ?) = ? ORDER BY run_id",
+            (len(prefix), prefix),
+        )
+        return [r["run_id"] for r in rows]
+
+    def list_runs(self, status: str | None = None) -> list[dict[str, Any]]:
+        """All runs (optionally of one status), oldest first."""
+        if status is None:
+            rows = self._query("SELECT * FROM runs ORDER BY started, run_id")
+        else:
+            rows = self._query(
+                "SELECT * FROM runs WHERE status=? ORDER BY started, run_id", (status,)
+            )
+        return [_decode(r) for r in rows]
+
+    # -- metrics ---------------------------------------------------------------------------
+    def log_metrics(self, run_id: str, step: int, values: dict[str, float]) -> None:
+        """Write several metrics of one step in one transaction (replacing earlier values)."""
+        self.log_many(run_id, [(step, k, v) for k, v in values.items()])
+
+    def log_many(self, run_id: str, rows: Iterable[tuple[int, str, float]]) -> None:
+        """Write (step, name, value) rows in one transaction."""
+        data = [(run_id, int(s), str(n), _num(v)) for s, n, v in rows]
+        if not data:
+            return
+        with self._write() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO metrics (run_id, step, name, value) VALUES (?, ?, ?, ?)",
+                data,
+            )
+
+    def metrics(
+        self, run_id: str, name: str | None = None, *, prefix: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Metric rows of a run, ordered by step then name; filter by exact name or prefix."""
+        sql, params = "SELECT step, name, value FROM metrics WHERE run_id=?", [run_id]
+        if name is not None:
+            sql += " AND name=?"
+            params.append(name)
+        if prefix is not None:
+            sql += " AND substr(name, 1, ?) = ?"
+            params += [len(prefix), prefix]
+        return self._query(sql + " ORDER BY step, name", params)
+
+    def series(self, run_id: str, name: str) -> list[tuple[int, float]]:
+        """(step, value) pairs of one metric."""
+        return [(r["step"], r["value"]) for r in self.metrics(run_id, name)]
+
+    # -- artifacts -------------------------------------------------------------------------
+    def add_artifact(self, run_id: str, name: str, path: str | Path, kind: str) -> None:
+        """Record a file produced by a run."""
+        with self._write() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO artifacts (run_id, name, path, kind, created)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (run_id, name, str(path), kind, time.time()),
+            )
+
+    def artifacts(self, run_id: str, kind: str | None = None) -> list[dict[str, Any]]:
+        """Artifacts of a run (optionally of one kind)."""
+        if kind is None:
+            return self._query(
+                "SELECT * FROM artifacts WHERE run_id=? ORDER BY created, name", (run_id,)
+            )
+        return self._query(
+            "SELECT * FROM artifacts WHERE run_id=? AND kind=? ORDER BY created, name",
+            (run_id, kind),
+        )
+
+    def table(self, name: str) -> list[dict[str, Any]]:
+        """All rows of one table (runs, metrics or artifacts) for export."""
+        if name not in ("runs", "metrics", "artifacts"):
+            raise StoreError(f"table: expected runs, metrics or artifacts, got {name!r}")
+        order = {"runs": "started, run_id", "metrics": "run_id, step, name",
+                 "artifacts": "run_id, name"}[name]
+        return self._query(f"SELECT * FROM {name} ORDER BY {order}")  # name is whitelisted
+
+
+def _num(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for k in ("config", "summary"):
+        if out.get(k):
+            out[k] = json.loads(out[k])
+    return out
+
+
+def effective_status(run: dict[str, Any]) -> str:
+    """The stored status, except that a 'running' run whose process is gone is 'interrupted'."""
+    status = run.get("status", "")
+    if status == "running" and run.get("host") == socket.gethostname() and run.get("pid"):
+        try:
+            os.kill(int(run["pid"]), 0)
+        except ProcessLookupError:
+            return "interrupted"
+        except PermissionError:
+            pass
+    return status

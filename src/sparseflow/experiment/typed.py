@@ -1,0 +1,305 @@
+"""Typed, validated, hashable configuration trees built from dataclasses.
+
+A config is a tree of dataclasses. Each leaf field may carry metadata made with :func:`field`:
+``help`` (shown by ``--help``), ``choices``, ``low``/``high`` (inclusive range, or exclusive with
+``low_open``/``high_open``), and ``hash`` (whether the field names the run; paths and devices do
+not). Values come from YAML (``yaml.safe_load``) and ``--set a.b=value`` overrides; every error
+names the dotted field and what was expected, and an unknown key suggests the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import yaml
+
+from sparseflow.errors import ConfigError
+
+_MISSING = dataclasses.MISSING
+
+
+def field(
+    default: Any = _MISSING,
+    *,
+    help: str = "",
+    choices: tuple[str, ...] | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    hash: bool = True,
+    default_factory: Any = _MISSING,
+) -> Any:
+    """A dataclass field with validation metadata (see module docstring)."""
+    meta = {
+        "help": help,
+        "choices": choices,
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "high_open": high_open,
+        "hash": hash,
+    }
+    if default_factory is not _MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def iter_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any]]:
+    """Yield (dotted name, field, type) for every leaf field of a config class."""
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        name = f"{prefix}{f.name}"
+        if _is_section(tp):
+            yield from iter_fields(tp, name + ".")
+        else:
+            yield name, f, tp
+
+
+def leaf_names(cls: type) -> list[str]:
+    """All dotted leaf names of a config class."""
+    return [n for n, _, _ in iter_fields(cls)]
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        args = typing.get_args(tp)
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    """Convert ``value`` to type ``tp`` or raise a ConfigError naming the field."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(name, a, value)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{name}: expected {_type_name(tp)}, got {value!r}")
+    if origin in (list, tuple):
+        (inner, *_rest) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str):  # "1,2,3" from the command line
+            value = [v for v in value.split(",") if v.strip()]
+            value = [yaml.safe_load(v) for v in value]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{name}: expected {_type_name(tp)}, got {value!r}")
+        items = [_coerce(f"{name}[{i}]", inner, v) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, bool) or value is None:
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{name}: unsupported type {tp!r}")
+
+
+def _check_range(name: str, f: dataclasses.Field, value: Any) -> None:
+    m = f.metadata
+    if value is None:
+        return
+    values = value if isinstance(value, list | tuple) else [value]
+    for v in values:
+        if m.get("choices") and v not in m["choices"]:
+            close = difflib.get_close_matches(str(v), m["choices"], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{name}: {v!r} is not one of {', '.join(m['choices'])}{hint}"
+            )
+        lo, hi = m.get("low"), m.get("high")
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            bad_lo = lo is not None and (v <= lo if m.get("low_open") else v < lo)
+            bad_hi = hi is not None and (v >= hi if m.get("high_open") else v > hi)
+            if bad_lo or bad_hi:
+                left = "(" if m.get("low_open") else "["
+                right = ")" if m.get("high_open") else "]"
+                lo_s = "-inf" if lo is None else f"{lo:g}"
+                hi_s = "inf" if hi is None else f"{hi:g}"
+                raise ConfigError(f"{name}: {v!r} is out of range {left}{lo_s}, {hi_s}{right}")
+
+
+def _unknown_key(key: str, valid: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if not close:  # try matching the last component, e.g. "lr" -> "optim.lr"
+        tails = {v.rsplit(".", 1)[-1]: v for v in valid}
+        hit = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(tails), n=1, cutoff=0.6)
+        close = [tails[hit[0]]] if hit else []
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def from_dict(cls: type, data: Mapping[str, Any] | None, prefix: str = "") -> Any:
+    """Build a config of class ``cls`` from a (possibly nested) mapping, validating every value."""
+    data = dict(data or {})
+    hints = _hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    valid = leaf_names(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if not isinstance(key, str) or key not in names:
+            raise _unknown_key(f"{prefix}{key}", [f"{prefix}{v}" for v in valid])
+        f = names[key]
+        tp = hints[key]
+        dotted = f"{prefix}{key}"
+        if _is_section(tp):
+            if value is None:
+                value = {}
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{dotted}: expected a section (mapping), got {value!r}")
+            kwargs[key] = from_dict(tp, value, dotted + ".")
+        else:
+            v = _coerce(dotted, tp, value)
+            _check_range(dotted, f, v)
+            kwargs[key] = v
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Nested plain-dict form of a config (lists for tuples), suitable for YAML/JSON."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            out[f.name] = to_dict(v)
+        elif isinstance(v, tuple):
+            out[f.name] = list(v)
+        else:
+            out[f.name] = v
+    return out
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested dict to dotted keys."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def unflatten(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`flatten`."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        node = out
+        parts = k.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{k}: {p!r} is a value, not a section")
+        node[parts[-1]] = v
+    return out
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse ``a.b=value``; the value is read as YAML (``0.9`` -> float, ``true`` -> bool)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, dict):  # "a: b" parsed as mapping; keep the text
+        value = raw
+    return key, value
+
+
+def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge dotted overrides into a nested dict (later wins)."""
+    flat = flatten(base)
+    for k, v in overrides.items():
+        for existing in [e for e in flat if e.startswith(k + ".")]:
+            del flat[existing]
+        flat[k] = v
+    return unflatten(flat)
+
+
+def non_default(cfg: Any, *, hashed_only: bool = True) -> dict[str, Any]:
+    """Dotted fields whose value differs from the default (only those that name the run)."""
+    cls = type(cfg)
+    default = cls()
+    cur, ref = flatten(to_dict(cfg)), flatten(to_dict(default))
+    out = {}
+    for name, f, _ in iter_fields(cls):
+        if hashed_only and not f.metadata.get("hash", True):
+            continue
+        if cur[name] != ref[name]:
+            out[name] = cur[name]
+    return out
+
+
+def content_hash(cfg: Any, length: int = 12) -> str:
+    """Hex digest of the non-default, run-naming fields: the same config is the same run."""
+    payload = json.dumps(non_default(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:length]
+
+
+def describe(cls: type) -> list[tuple[str, str, str, str]]:
+    """(dotted name, type, default, help) rows for documentation and ``--help``."""
+    default = cls()
+    flat = flatten(to_dict(default))
+    rows = []
+    for name, f, tp in iter_fields(cls):
+        h = f.metadata.get("help", "")
+        if f.metadata.get("choices"):
+            h += f" One of: {', '.join(f.metadata['choices'])}."
+        rows.append((name, _type_name(tp), json.dumps(flat[name]), h.strip()))
+    return rows

@@ -1,0 +1,17 @@
+"""Shared test set-up: one torch thread (fast and deterministic on a 2-core machine)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+os.environ.setdefault("SPARSEFLOW_THREADS_SET", "1")
+
+
+@pytest.fixture
+def root(tmp_path):
+    """A fresh run-store root directory."""
+    return tmp_path / "store"

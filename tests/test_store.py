@@ -1,0 +1,58 @@
+"""The SQLite run store: round trips, concurrent writers, bad files."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import pytest
+
+from sparseflow.errors import StoreError
+from sparseflow.experiment.store import Store
+
+
+def test_run_lifecycle(tmp_path):
+    with Store(tmp_path / "s.db") as s:
+        s.start_run("abc", {"method": "dense", "dataset": "synthetic", "model": "mlp", "seed": 1})
+        s.log_metrics("abc", 10, {"test_accuracy": 0.5, "test_loss": 1.0})
+        s.log_metrics("abc", 10, {"test_accuracy": 0.6})  # a resumed step replaces the value
+        s.finish_run("abc", "finished", {"test_accuracy": 0.6})
+        run = s.get_run("abc")
+        assert run["status"] == "finished" and run["summary"] == {"test_accuracy": 0.6}
+        assert run["config"]["seed"] == 1 and run["method"] == "dense"
+        assert s.series("abc", "test_accuracy") == [(10, 0.6)]
+        assert len(s.metrics("abc")) == 2
+        assert s.find_runs("ab") == ["abc"] and s.find_runs("x") == []
+        s.start_run("abc", {"method": "dense"})  # restart keeps metrics
+        assert len(s.metrics("abc")) == 2
+
+
+def _writer(path: str, worker: int, n: int) -> None:
+    s = Store(path)
+    s.start_run(f"run{worker}", {"seed": worker})
+    for i in range(n):
+        s.log_metrics(f"run{worker}", i, {"a": float(i), "b": float(worker)})
+    s.finish_run(f"run{worker}", "finished", {"n": n})
+    s.close()
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    path = str(tmp_path / "s.db")
+    Store(path).close()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, w, 150)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    with Store(path) as s:
+        assert len(s.table("metrics")) == 4 * 150 * 2
+        assert {r["status"] for r in s.list_runs()} == {"finished"}
+
+
+def test_not_a_database_is_refused_and_untouched(tmp_path):
+    p = tmp_path / "notes.db"
+    p.write_text("my precious notes\n")
+    with pytest.raises(StoreError, match="not a SQLite database"):
+        Store(p)
+    assert p.read_text() == "my precious notes\n"
