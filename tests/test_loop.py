@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sparseflow.experiment.callbacks import Callback
@@ -109,3 +110,16 @@ def test_every_optimizer_and_schedule_trains(root):
                                          f"optim.lr={lr}", "optim.warmup=5it", f"seed={i}"])
         s = execute(cfg, root=root, progress=False)
         assert s["test_accuracy"] > 0.5, (opt, s)
+
+
+def test_tensorboard_event_files(root):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = load_config(None, SMALL + ["train.duration=2ep", "log.tensorboard=true"])
+    s = execute(cfg, root=root, progress=False)
+    logdir = run_dir(root, s["run_id"]) / "tensorboard"
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    values = [e.value for e in acc.Scalars("test_accuracy")]
+    assert len(values) == 2 and values[-1] == pytest.approx(s["test_accuracy"])

@@ -58,7 +58,7 @@ def overriding(callbacks: list[Callback], hook: str) -> list:
 
 
 class TensorBoardCallback(Callback):
-    """Writes every evaluation's metrics as TensorBoard scalars (needs the ``tensorboard`` extra)."""
+    """Writes each evaluation's metrics as TensorBoard scalars (the ``tensorboard`` extra)."""
 
     name = "tensorboard"
 
