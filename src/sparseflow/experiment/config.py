@@ -127,11 +127,95 @@ class TrainConfig:
         "1ep", hash=False, help="Checkpoint every this often (also at step 0 and at the end)."
     )
     checkpoint_steps: list[int] = field(
-        default_factory=list, help="Extra steps to checkpoint (e.g. a late-rewinding point)."
+        default_factory=list, hash=False,
+        help="Extra steps to checkpoint (e.g. a late-rewinding point).",
     )
     flush_denormal: bool = field(
         True, help="torch.set_flush_denormal(True): avoids slow denormal arithmetic on CPU."
     )
+
+
+@dataclass
+class SparseConfig:
+    layers: list[str] = field(
+        default_factory=list, help="Weights to sparsify (names or fnmatch patterns); empty: "
+        "every Linear/Conv weight."
+    )
+    dense_first: bool = field(False, help="Keep the first sparsifiable layer dense.")
+    dense_last: bool = field(False, help="Keep the last sparsifiable layer dense.")
+    init_mode: str = field(
+        "fan_in", choices=("fan_in", "fan_out", "fan_avg"), help="init=sparse: fan used."
+    )
+    init_distribution: str = field(
+        "normal", choices=("normal", "uniform"), help="init=sparse: distribution."
+    )
+    init_gain2: float = field(
+        2.0, low=0.0, low_open=True, help="init=sparse: variance gain^2 / fan (2 = He/ReLU)."
+    )
+    mask_grads: bool = field(
+        True, hash=False, help="Also zero masked gradients before each step (weights are "
+        "zeroed after it either way; the trained numbers are the same)."
+    )
+    mask: str = field(
+        "random", help="static/scratch mask: 'random' (the distribution), 'pruned' (the final "
+        "mask of the gradual-pruning run of the same settings, seed sparse.source_seed), a "
+        "run id, or a checkpoint file."
+    )
+    shuffle_mask: bool = field(False, help="Shuffle a loaded mask within each layer.")
+    source_seed: int = field(
+        0, low=0, help="Seed of the pruning run that provides masks/weights (mask=pruned, "
+        "lottery)."
+    )
+    update_every: int = field(100, low=1, help="SET/RigL: steps between mask updates.")
+    drop_fraction: float = field(0.3, low=0.0, high=1.0, help="SET/RigL: initial drop fraction.")
+    drop_schedule: str = field(
+        "cosine", choices=("cosine", "constant", "lr"), help="SET/RigL: drop-fraction schedule."
+    )
+    t_end: float = field(
+        0.75, low=0.0, high=1.0, low_open=True, help="SET/RigL: last update, as a fraction "
+        "of training."
+    )
+    grow_batch: str = field(
+        "train", choices=("train", "heldout"), help="RigL: dense gradient of the current "
+        "training batch, or of a second fixed held-out batch (data.heldout examples)."
+    )
+    exclude_dropped: bool = field(
+        False, help="SET/RigL: just-dropped weights may not be regrown in the same update."
+    )
+    prune_begin: float = field(
+        0.25, low=0.0, high=1.0, help="gradual: first pruning step, fraction of training."
+    )
+    prune_end: float = field(
+        0.6, low=0.0, high=1.0, help="gradual: last pruning step, fraction of training."
+    )
+    prune_every: int = field(100, low=1, help="gradual: steps between pruning steps.")
+    prune_scope: str = field(
+        "layer", choices=("layer", "global"), help="gradual/oneshot/lottery(imp): magnitude "
+        "per layer or one global threshold."
+    )
+    prune_distribution: str = field(
+        "uniform", choices=("uniform", "er", "erk"), help="gradual/oneshot: per-layer targets "
+        "(scope=layer)."
+    )
+    initial_sparsity: float = field(
+        0.0, low=0.0, high=1.0, high_open=True, help="gradual: sparsity at prune_begin."
+    )
+    oneshot_at: float = field(
+        0.5, low=0.0, high=1.0, help="oneshot: pruning step, as a fraction of training."
+    )
+    ticket: str = field(
+        "gradual", choices=("gradual", "imp"), help="lottery: mask from the end of a gradual "
+        "pruning run (Evci et al. 2022) or iterative magnitude pruning over sparse.rounds."
+    )
+    rounds: int = field(1, low=1, help="lottery with ticket=imp: rounds of train-prune-rewind.")
+    rewind: str = field(
+        "0it", help="lottery: rewind the weights to this step of the source run ('0it' = init)."
+    )
+    pai_scope: str = field(
+        "global", choices=("global", "layer"), help="snip/grasp/synflow: one global threshold "
+        "or the distribution's count per layer."
+    )
+    synflow_iterations: int = field(100, low=1, help="synflow: pruning iterations.")
 
 
 @dataclass
@@ -147,6 +231,17 @@ class Config:
     dataset: str = field("fashion_mnist", help="Dataset name.")
     model: str = field("lenet300", help="Model name.")
     method: str = field("dense", help="Training method.")
+    sparsity: float = field(
+        0.9, low=0.0, high=1.0, high_open=True, help="Target sparsity of the sparsified "
+        "layers (ignored by method=dense)."
+    )
+    distribution: str = field(
+        "erk", choices=("uniform", "er", "erk"), help="How the sparsity is split over layers."
+    )
+    init: str = field(
+        "dense", choices=("dense", "liu", "sparse"), help="Init of sparse weights: masked "
+        "dense init, Liu et al. scaling, or sparsity-aware per-unit fan-in (the '+' runs)."
+    )
     seed: int = field(0, low=0, help="Random seed (init, data order, augmentation).")
     device: str = field("auto", choices=DEVICES, hash=False, help="Device.")
     threads: int | None = field(
@@ -156,6 +251,7 @@ class Config:
     arch: ArchConfig = field(default_factory=ArchConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sparse: SparseConfig = field(default_factory=SparseConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def validate(self) -> None:
@@ -181,6 +277,12 @@ class Config:
         Duration.parse(self.train.eval_every, "train.eval_every")
         Duration.parse(self.train.checkpoint_every, "train.checkpoint_every")
         Duration.parse(self.optim.warmup, "optim.warmup")
+        Duration.parse(self.sparse.rewind, "sparse.rewind")
+        if self.sparse.prune_end < self.sparse.prune_begin:
+            raise ConfigError(
+                f"sparse.prune_end: {self.sparse.prune_end} is before sparse.prune_begin "
+                f"({self.sparse.prune_begin})"
+            )
         for m in self.optim.milestones:
             if not 0.0 < m < 1.0:
                 raise ConfigError(f"optim.milestones: {m!r} is out of range (0, 1)")

@@ -17,25 +17,18 @@ from typing import Any
 import torch
 
 from sparseflow.data import Dataset, load_dataset
-from sparseflow.errors import ConfigError
+from sparseflow.errors import ConfigError, UserError
 from sparseflow.experiment.callbacks import Callback, TensorBoardCallback
 from sparseflow.experiment.config import Config, config_to_yaml, run_id
 from sparseflow.experiment.loop import Diverged, Trainer
 from sparseflow.experiment.optim import build_optimizer
+from sparseflow.experiment.sparse import SparsifierCallback, build_sparsifier, small_dense_widths
 from sparseflow.experiment.store import Store
 from sparseflow.experiment.typed import to_dict
 from sparseflow.models import build_model
+from sparseflow.models.registry import with_widths
 
 SUMMARY_KEYS = ("run_id", "status", "method", "dataset", "model", "seed")
-
-
-def method_callbacks(
-    cfg: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer, data: Dataset
-) -> list[Callback]:
-    """The callbacks that implement ``cfg.method`` (none for dense training)."""
-    if cfg.method == "dense":
-        return []
-    raise ConfigError(f"method: {cfg.method!r} is not available")
 
 
 def default_root() -> Path:
@@ -79,14 +72,15 @@ def load_data(cfg: Config) -> Dataset:
     )
 
 
-def make_model(cfg: Config, data: Dataset) -> torch.nn.Module:
+def make_model(cfg: Config, data: Dataset, widths: list[int] | None = None) -> torch.nn.Module:
     """The model named by the config, initialised from ``torch.manual_seed(cfg.seed)``."""
     torch.manual_seed(cfg.seed)
     a = cfg.arch
-    return build_model(
-        cfg.model, data.input_shape, data.num_classes, widths=a.widths, depth=a.depth,
-        width=a.width, activation=a.activation, batchnorm=a.batchnorm, skip=a.skip,
-    )
+    opts: dict[str, Any] = {"widths": a.widths, "depth": a.depth, "width": a.width,
+                            "activation": a.activation, "batchnorm": a.batchnorm, "skip": a.skip}
+    if widths is not None:
+        opts = with_widths(opts, widths)
+    return build_model(cfg.model, data.input_shape, data.num_classes, **opts)
 
 
 @contextmanager
@@ -128,10 +122,19 @@ def execute(
         torch.set_flush_denormal(cfg.train.flush_denormal)
         device = resolve_device(cfg.device)
         data = load_data(cfg)
-        model = make_model(cfg, data).to(device)
+        info: dict[str, Any] = {}
+        widths = None
+        if cfg.method == "small_dense":
+            try:
+                widths = small_dense_widths(cfg, data)
+            except ValueError as e:
+                if isinstance(e, UserError):
+                    raise
+                raise ConfigError(f"method=small_dense: {e}") from None
+            info["small_dense_widths"] = widths
+        model = make_model(cfg, data, widths).to(device)
         optimizer = build_optimizer(cfg.optim, model)
         cbs: list[Callback] = list(callbacks or [])
-        cbs = method_callbacks(cfg, model, optimizer, data) + cbs
         rdir = run_dir(root, rid)
         if force and existing:
             import shutil
@@ -149,6 +152,23 @@ def execute(
             cfg, model, optimizer, data, device=device, callbacks=cbs, run_dir=rdir,
             log_fn=lambda rows: store.log_many(rid, rows), progress=progress, echo=echo,
         )
+
+        def run_source(src: Config) -> dict[str, Any]:
+            if echo is not None:
+                echo(f"run {rid} needs source run {run_id(src)} ({src.method}, seed {src.seed})")
+            out = execute(src, root=root, progress=progress, echo=echo)
+            if out.get("status") != "finished":
+                raise UserError(f"source run {out.get('run_id')} ended {out.get('status')}")
+            return out
+
+        sparsifier, extra = build_sparsifier(
+            cfg, model, optimizer, data, trainer.total_steps, trainer.steps_per_epoch,
+            run_source, root,
+        )
+        info.update(extra)
+        if sparsifier is not None:
+            trainer.callbacks.insert(0, SparsifierCallback(sparsifier))
+        torch.manual_seed(cfg.seed)  # the same global RNG state whether sources ran or not
         store.start_run(rid, to_dict(cfg))
         head = {"run_id": rid, "method": cfg.method, "dataset": cfg.dataset,
                 "model": cfg.model, "seed": cfg.seed}
@@ -174,7 +194,8 @@ def execute(
             trainer.flush()
             store.set_status(rid, "failed")
             raise
-        summary = {**head, "status": "finished", **summary}
+        summary = {**head, "status": "finished", **info, **summary}
+        summary.setdefault("sparsity", 0.0)
         if trainer.last_checkpoint is not None:
             store.add_artifact(rid, "checkpoint/final", trainer.last_checkpoint, "checkpoint")
         store.finish_run(rid, "finished", summary)

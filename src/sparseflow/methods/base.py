@@ -1,0 +1,262 @@
+"""The base of every sparse-training method: a mask set kept exact under any torch optimiser.
+
+A method says *when* the topology changes (:meth:`Sparsifier.due`) and *how* (:meth:`update`);
+this base does the bookkeeping: choosing the layers, the per-layer counts of the distribution,
+the initial mask and init, keeping masked weights zero through the optimiser's step hooks,
+resetting optimiser state of grown or dropped positions, topology telemetry and checkpoint state.
+
+Use from any training loop::
+
+    sparsifier = sparseflow.rigl(model, optimizer, sparsity=0.9, t_end=10_000)
+    for x, y in batches:
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        sparsifier.step()          # one call per step: topology updates when due
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparseflow.sparsity import (
+    MaskSet,
+    initialize_,
+    layer_counts,
+    reset_optimizer_state,
+    select_weights,
+    topk_mask,
+)
+
+GradFn = Callable[[], Mapping[str, torch.Tensor]]
+INITS = ("dense", "liu", "sparse", "keep")
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def keep_top(scores: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the ``k`` largest ``scores`` among ``eligible`` positions.
+
+    Ineligible positions get -inf; ties are broken towards the lower flat index
+    (``sparsity.topk_mask``), so the result is deterministic.
+    """
+    s = torch.where(eligible, scores.float(), torch.full_like(scores, float("-inf"),
+                                                               dtype=torch.float32))
+    return topk_mask(s, k)
+
+
+class Sparsifier:
+    """Static sparse training ("scratch"): a mask fixed before training.
+
+    Parameters
+    ----------
+    model, optimizer:
+        Any ``nn.Module`` and any ``torch.optim`` optimiser over its parameters.
+    sparsity:
+        Target sparsity over the sparsified layers, in [0, 1).
+    distribution:
+        ``uniform``, ``er`` or ``erk`` (science.md section 1).
+    masks:
+        Start from these masks (``{name: bool tensor}`` or a ``MaskSet``) instead of a random one.
+    include, exclude, dense_first, dense_last:
+        Which Linear/Conv weights to sparsify (``sparsity.select_weights``).
+    init:
+        ``dense`` (mask the model's own init), ``liu`` (variance / density), ``sparse``
+        (per-unit fan-in, science.md section 2) or ``keep`` (weights already set: masking only).
+    init_opts:
+        Options of the sparse init: ``mode``, ``distribution``, ``gain2``.
+    mask_grads:
+        Also zero the gradients of masked weights before each step (so no optimiser state
+        accumulates there); the weights are zeroed after each step either way.
+    seed:
+        Seeds the method's own generator (random masks, SET growth, init): identical on every
+        rank of a distributed run.
+    """
+
+    name = "static"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        sparsity: float = 0.9,
+        distribution: str = "erk",
+        masks: MaskSet | Mapping[str, torch.Tensor] | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        dense_first: bool = False,
+        dense_last: bool = False,
+        init: str = "dense",
+        init_opts: Mapping[str, Any] | None = None,
+        mask_grads: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity: {sparsity!r} is out of range [0, 1)")
+        if init not in INITS:
+            raise ValueError(f"init: unknown init {init!r}; valid: {', '.join(INITS)}")
+        self.model = model
+        self.optimizer = optimizer
+        self.sparsity_target = sparsity
+        self.distribution = distribution
+        self.generator = torch.Generator().manual_seed(seed)
+        self.params = select_weights(model, include=include, exclude=exclude,
+                                     dense_first=dense_first, dense_last=dense_last)
+        self.shapes = {n: tuple(p.shape) for n, p in self.params.items()}
+        if masks is None:
+            masks = self.initial_masks()
+        if not isinstance(masks, MaskSet):
+            masks = MaskSet(self.params, dict(masks))
+        self.masks = masks
+        if init == "keep":
+            self.masks.apply_()
+        else:
+            opts = dict(init_opts or {})
+            if init == "sparse":
+                opts.setdefault("generator", self.generator)
+            initialize_(self.masks, init, **opts)
+        self.ever_active = {n: m.clone() for n, m in self.masks.masks.items()}
+        self.step_count = 0
+        self.updates = 0
+        self._handles = [optimizer.register_step_pre_hook(self._pre_step)]
+        self.masks.attach(optimizer, mask_grads=mask_grads)
+
+    # -- what a method overrides -----------------------------------------------------------
+    def initial_masks(self) -> MaskSet:
+        """Random masks with the distribution's exact per-layer counts."""
+        counts = layer_counts(self.shapes, self.sparsity_target, self.distribution)
+        return MaskSet.random(self.params, counts, self.generator)
+
+    def due(self, step: int) -> bool:
+        """Whether the topology changes after optimiser step number ``step`` (1-based)."""
+        return False
+
+    def update(self, step: int) -> dict[str, float]:
+        """Change the masks; returns telemetry. Static training never updates."""
+        return {}
+
+    def _pre_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """Runs before the optimiser step (before gradients are masked)."""
+
+    # -- the per-step call -----------------------------------------------------------------
+    def step(self) -> dict[str, float] | None:
+        """Call once after each ``optimizer.step()``; returns telemetry when masks changed."""
+        self.step_count += 1
+        if not self.due(self.step_count):
+            return None
+        before = {n: m.clone() for n, m in self.masks.masks.items()}
+        stats = self.update(self.step_count)
+        self.updates += 1
+        return {**stats, **self.telemetry(before)}
+
+    # -- shared bookkeeping ----------------------------------------------------------------
+    def replace_mask(self, name: str, new: torch.Tensor, *, zero: torch.Tensor | None = None
+                     ) -> None:
+        """Install ``new`` for layer ``name``: weights leaving the mask become zero, positions in
+        ``zero`` (the grown ones) are set to zero, and the optimiser state of every changed or
+        zeroed position is reset (any state tensor shaped like the weight)."""
+        old = self.masks[name]
+        p = self.params[name]
+        self.masks.set_mask(name, new)
+        changed = old ^ new
+        if zero is not None:
+            with torch.no_grad():
+                p.masked_fill_(zero, 0.0)
+            changed = changed | zero
+        if bool(changed.any()):
+            reset_optimizer_state(self.optimizer, p, changed)
+        self.ever_active[name] |= new
+
+    def telemetry(self, before: Mapping[str, torch.Tensor] | None = None) -> dict[str, float]:
+        """Per-layer densities, and across an update: drop/grow counts, churn, ever-active."""
+        out: dict[str, float] = {"sparsity": self.masks.sparsity()}
+        total_active = total_grown = total_ever = total = 0
+        for name, m in self.masks.masks.items():
+            active = int(m.sum())
+            out[f"density/{name}"] = active / m.numel()
+            ever = int(self.ever_active[name].sum())
+            out[f"ever_active/{name}"] = ever / m.numel()
+            total_ever += ever
+            total += m.numel()
+            total_active += active
+            if before is not None:
+                grown = int((m & ~before[name]).sum())
+                dropped = int((before[name] & ~m).sum())
+                out[f"grown/{name}"] = grown
+                out[f"dropped/{name}"] = dropped
+                total_grown += grown
+        out["ever_active"] = total_ever / max(1, total)
+        if before is not None:
+            out["churn"] = total_grown / max(1, total_active)
+        return out
+
+    def summary(self, model: nn.Module | None = None) -> dict[str, Any]:
+        """Realised sparsity over the sparsified layers and over all Linear/Conv weights."""
+        return {
+            "sparsity": round(self.masks.sparsity(), 6),
+            "sparsity_all_weights": round(self.masks.global_sparsity(model or self.model), 6),
+            "densities": {n: round(d, 6) for n, d in self.masks.densities().items()},
+            "mask_updates": self.updates,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Masks, ever-active masks, step counter and generator state (weights_only-safe)."""
+        return {
+            "masks": self.masks.state_dict(),
+            "ever_active": {n: m.cpu().clone() for n, m in self.ever_active.items()},
+            "step": self.step_count,
+            "updates": self.updates,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (masks are re-applied to the weights)."""
+        self.masks.load_state_dict(state["masks"])
+        self.masks.apply_()
+        dev = next(iter(self.params.values())).device
+        self.ever_active = {n: m.to(dev) for n, m in state["ever_active"].items()}
+        self.step_count = int(state["step"])
+        self.updates = int(state.get("updates", 0))
+        self.generator.set_state(state["generator"])
+
+    def remove(self) -> None:
+        """Detach every hook from the optimiser (the weights keep their zeros)."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self.masks.detach()
+
+
+def make_grad_fn(
+    model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> GradFn:
+    """A closure giving the dense gradient dL/dW of each weight on the fixed batch (x, y).
+
+    Uses ``torch.autograd.grad`` so the model's ``.grad`` fields are left alone; under
+    ``torch.distributed`` the gradients are averaged over ranks.
+    """
+    import torch.nn.functional as F
+
+    fn = loss_fn or F.cross_entropy
+    names = list(params)
+
+    def grad_fn() -> dict[str, torch.Tensor]:
+        dev = next(iter(params.values())).device
+        loss = fn(model(x.to(dev)), y.to(dev))
+        grads = torch.autograd.grad(loss, [params[n] for n in names])
+        out = {n: g.detach() for n, g in zip(names, grads, strict=True)}
+        if _distributed():
+            world = torch.distributed.get_world_size()
+            for g in out.values():
+                torch.distributed.all_reduce(g)
+                g.div_(world)
+        return out
+
+    return grad_fn

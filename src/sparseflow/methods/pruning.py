@@ -1,0 +1,144 @@
+"""Magnitude pruning during training: gradual (Zhu & Gupta 2018) and one-shot.
+
+Gradual: at steps ``t_begin, t_begin + every, ..., t_end`` the target sparsity is
+``s_t = s_f + (s_i - s_f) (1 - p)^3`` with ``p = clip((t - t_begin) / (t_end - t_begin), 0, 1)``;
+each layer keeps its largest |w| among the weights still active (``scope="layer"``: per-layer
+counts from the distribution, uniform by default as in the papers' TF-MOT runs) or one threshold
+over all layers (``scope="global"``). Pruned weights never come back. One-shot pruning is the
+same with ``t_begin = t_end``: train dense, prune once, fine-tune.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparseflow.methods.base import Sparsifier, keep_top
+from sparseflow.sparsity import MaskSet, layer_counts, topk_mask
+
+SCOPES = ("layer", "global")
+
+
+def zhu_gupta_sparsity(step: int, s_init: float, s_final: float, t_begin: int, t_end: int
+                       ) -> float:
+    """s_t = s_f + (s_i - s_f) (1 - p)^3, p = clip((t - t_begin) / (t_end - t_begin), 0, 1)."""
+    if t_end <= t_begin:
+        p = 1.0 if step >= t_end else 0.0
+    else:
+        p = min(1.0, max(0.0, (step - t_begin) / (t_end - t_begin)))
+    return s_final + (s_init - s_final) * (1.0 - p) ** 3
+
+
+def magnitude_masks(
+    params: Mapping[str, torch.Tensor],
+    sparsity: float,
+    *,
+    scope: str = "layer",
+    distribution: str = "uniform",
+    within: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Masks keeping the largest |w|: per layer (counts of ``distribution``) or globally.
+
+    ``within`` restricts the choice to currently active positions (pruning never regrows).
+    Ties go to the lower index (layer order, then flat index, for the global scope).
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope: unknown {scope!r}; valid: {', '.join(SCOPES)}")
+    eligible = {n: (within[n] if within is not None else torch.ones_like(p, dtype=torch.bool))
+                for n, p in params.items()}
+    if scope == "layer":
+        counts = layer_counts({n: tuple(p.shape) for n, p in params.items()}, sparsity,
+                              distribution)
+        return {n: keep_top(p.detach().abs(), eligible[n],
+                            min(counts[n], int(eligible[n].sum())))
+                for n, p in params.items()}
+    total = sum(p.numel() for p in params.values())
+    k = min(round((1.0 - sparsity) * total), sum(int(e.sum()) for e in eligible.values()))
+    flat = torch.cat([torch.where(eligible[n], p.detach().abs().float().reshape_as(p),
+                                  torch.tensor(float("-inf"), device=p.device)).reshape(-1)
+                      for n, p in params.items()])
+    keep = topk_mask(flat, k)
+    out, i = {}, 0
+    for n, p in params.items():
+        out[n] = keep[i : i + p.numel()].view(p.shape)
+        i += p.numel()
+    return out
+
+
+class GradualPruning(Sparsifier):
+    """Gradual magnitude pruning (Zhu & Gupta 2018) from ``initial_sparsity`` to ``sparsity``."""
+
+    name = "gradual"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        sparsity: float,
+        t_begin: int,
+        t_end: int,
+        every: int = 100,
+        initial_sparsity: float = 0.0,
+        scope: str = "layer",
+        distribution: str = "uniform",
+        **kwargs: Any,
+    ) -> None:
+        if scope not in SCOPES:
+            raise ValueError(f"scope: unknown {scope!r}; valid: {', '.join(SCOPES)}")
+        if every < 1:
+            raise ValueError(f"every: expected >= 1, got {every}")
+        if t_end < t_begin or t_begin < 0:
+            raise ValueError(f"pruning steps: expected 0 <= t_begin <= t_end, got "
+                             f"{t_begin}, {t_end}")
+        if not 0.0 <= initial_sparsity <= sparsity:
+            raise ValueError(f"initial_sparsity: {initial_sparsity!r} must be in [0, sparsity]")
+        self.final_sparsity = sparsity
+        self.initial_sparsity = initial_sparsity
+        self.t_begin, self.t_end, self.every = int(t_begin), int(t_end), int(every)
+        self.scope = scope
+        kwargs.setdefault("init", "dense")
+        super().__init__(model, optimizer, sparsity=sparsity, distribution=distribution,
+                         **kwargs)
+
+    def initial_masks(self) -> MaskSet:
+        """Dense masks (or the magnitude masks of ``initial_sparsity``)."""
+        if self.initial_sparsity == 0.0:
+            return MaskSet.dense(self.params)
+        return MaskSet(self.params, magnitude_masks(
+            self.params, self.initial_sparsity, scope=self.scope,
+            distribution=self.distribution))
+
+    def due(self, step: int) -> bool:
+        """At t_begin, t_begin + every, ... and at t_end."""
+        if step < self.t_begin or step > self.t_end:
+            return False
+        return (step - self.t_begin) % self.every == 0 or step == self.t_end
+
+    def target(self, step: int) -> float:
+        """Sparsity of the cubic schedule at ``step``."""
+        return zhu_gupta_sparsity(step, self.initial_sparsity, self.final_sparsity,
+                                  self.t_begin, self.t_end)
+
+    def update(self, step: int) -> dict[str, float]:
+        """Prune to the schedule's sparsity by magnitude among the active weights."""
+        s_t = self.target(step)
+        new = magnitude_masks(self.params, s_t, scope=self.scope,
+                              distribution=self.distribution, within=self.masks.masks)
+        for name, m in new.items():
+            self.replace_mask(name, m)
+        return {"target_sparsity": s_t}
+
+
+class OneShotPruning(GradualPruning):
+    """Train dense, prune once by magnitude at ``t_prune``, fine-tune the rest."""
+
+    name = "oneshot"
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, sparsity: float,
+                 t_prune: int, **kwargs: Any) -> None:
+        super().__init__(model, optimizer, sparsity=sparsity, t_begin=t_prune, t_end=t_prune,
+                         every=1, **kwargs)

@@ -1,0 +1,29 @@
+"""Layer 1: the one mask abstraction (masks, distributions, inits, optimiser-state reset).
+
+Imports only torch, numpy and the standard library.
+"""
+
+from .distributions import DISTRIBUTIONS, layer_counts, layer_densities, raw_density
+from .init import initialize_, liu_scale_, sparse_init_, sparse_variance, unit_fans
+from .masks import MaskSet, topk_mask
+from .optim_state import INITIAL_STATE, reset_optimizer_state
+from .selection import SPARSIFIABLE_TYPES, default_weight_names, select_weights
+
+__all__ = [
+    "DISTRIBUTIONS",
+    "INITIAL_STATE",
+    "SPARSIFIABLE_TYPES",
+    "MaskSet",
+    "default_weight_names",
+    "initialize_",
+    "layer_counts",
+    "layer_densities",
+    "liu_scale_",
+    "raw_density",
+    "reset_optimizer_state",
+    "select_weights",
+    "sparse_init_",
+    "sparse_variance",
+    "topk_mask",
+    "unit_fans",
+]

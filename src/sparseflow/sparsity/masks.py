@@ -1,0 +1,343 @@
+"""``MaskSet``: one boolean mask per sparsified weight, applied in place.
+
+A mask M_l has the shape of its weight W_l; active weights are W_l * M_l. The MaskSet keys
+masks by the parameter's name in the model and leaves the model untouched (no
+parametrization, no renamed weights): it zeroes masked weights in place (``apply_``) and
+masked gradients (``mask_grads_``), and ``attach(optimizer)`` runs both around every
+``optimizer.step()`` through torch's step hooks.
+
+Speed: both are ``tensor.mul_(factor)`` with the mask pre-stored in the parameter's dtype
+and layout. On LeNet-300-100 weights (266k entries, one CPU thread) that took 28 us per
+call, against 170 us for ``mul_`` by the bool mask and 310 us for ``masked_fill_`` (a
+dense SGD step there takes about 1.45 ms). The price: a non-finite value at a masked
+position stays non-finite (NaN * 0 = NaN), and a negative weight becomes -0.0 (== 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from .optim_state import Positions, positions_mask, reset_optimizer_state
+from .selection import default_weight_names
+
+
+def _shape_error(name: str, got: torch.Size, want: torch.Size, what: str = "mask") -> ValueError:
+    return ValueError(
+        f"{what} for {name!r} has shape {tuple(got)} but the parameter has shape {tuple(want)}"
+    )
+
+
+def _check_names(names: Any, params: Mapping[str, torch.Tensor], what: str) -> None:
+    missing = [n for n in params if n not in names]
+    extra = [n for n in names if n not in params]
+    if missing or extra:
+        raise ValueError(f"{what} do not match the parameters: missing {missing}, extra {extra}")
+
+
+def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask with True at the k largest scores; ties broken by the lower flat index.
+
+    t = k-th largest score (``torch.kthvalue``, a selection, not a sort); keep every
+    score > t, then the first k - |{score > t}| positions with score == t in flat
+    (row-major) order. Deterministic for any scores; NaN scores are refused.
+    """
+    flat = scores.detach().reshape(-1)
+    n = flat.numel()
+    if not 0 <= k <= n:
+        raise ValueError(f"k={k} outside [0, {n}]")
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
+    if flat.is_floating_point() and bool(torch.isnan(flat).any()):
+        raise ValueError("scores contain NaN")
+    if k == 0 or k == n:
+        return torch.full(scores.shape, k == n, dtype=torch.bool, device=scores.device)
+    kth = torch.kthvalue(flat, n - k + 1).values
+    keep = flat > kth
+    need = k - int(keep.sum())
+    ties = (flat == kth).nonzero().squeeze(1)[:need]
+    keep[ties] = True
+    return keep.view(scores.shape)
+
+
+class MaskSet:
+    """One bool mask per sparsified weight, keyed by the weight's name in the model.
+
+    Invariant kept by every method that changes a mask: masked weights are zero.
+    Construction does not touch the weights; call ``apply_()`` (or an init from
+    ``sparsity.init``) once after building it.
+    """
+
+    def __init__(self, params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]):
+        _check_names(masks, params, "mask names")
+        self._params: dict[str, torch.Tensor] = dict(params)
+        self._masks: dict[str, torch.Tensor] = {}
+        self._factors: dict[str, torch.Tensor] = {}
+        self._handles: list[RemovableHandle] = []
+        for name in self._params:
+            self._store(name, masks[name])
+
+    # --- construction -------------------------------------------------------------
+    @classmethod
+    def dense(cls, params: Mapping[str, torch.Tensor]) -> MaskSet:
+        """All-ones masks (density 1 everywhere)."""
+        return cls(params, {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()})
+
+    @classmethod
+    def random(
+        cls,
+        params: Mapping[str, torch.Tensor],
+        counts: Mapping[str, int],
+        generator: torch.Generator | None = None,
+    ) -> MaskSet:
+        """Exactly counts[l] active positions per layer, uniform over all C(numel, k) subsets.
+
+        Positions = the first k entries of a random permutation of range(numel).
+        """
+        _check_names(counts, params, "count names")
+        device = generator.device if generator is not None else torch.device("cpu")
+        masks = {}
+        for name, p in params.items():
+            k = int(counts[name])
+            if not 0 <= k <= p.numel():
+                raise ValueError(f"count {k} for {name!r} outside [0, {p.numel()}]")
+            idx = torch.randperm(p.numel(), generator=generator, device=device)[:k]
+            flat = torch.zeros(p.numel(), dtype=torch.bool, device=device)
+            flat[idx] = True
+            masks[name] = flat.view(p.shape)
+        return cls(params, masks)
+
+    @classmethod
+    def from_scores(
+        cls,
+        params: Mapping[str, torch.Tensor],
+        scores: Mapping[str, torch.Tensor],
+        counts: Mapping[str, int],
+    ) -> MaskSet:
+        """Per layer, keep the counts[l] largest scores (``topk_mask``: ties -> lower index)."""
+        _check_names(scores, params, "score names")
+        _check_names(counts, params, "count names")
+        masks = {}
+        for name, p in params.items():
+            if scores[name].shape != p.shape:
+                raise _shape_error(name, scores[name].shape, p.shape, "scores")
+            masks[name] = topk_mask(scores[name], int(counts[name]))
+        return cls(params, masks)
+
+    # --- storage ----------------------------------------------------------------
+    def _store(self, name: str, mask: torch.Tensor) -> None:
+        p = self._params[name]
+        if mask.shape != p.shape:
+            raise _shape_error(name, mask.shape, p.shape)
+        m = mask.detach().to(device=p.device, dtype=torch.bool).contiguous()
+        self._masks[name] = m
+        self._factors[name] = self._make_factor(m, p)
+
+    @staticmethod
+    def _make_factor(mask: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        factor = torch.empty_like(p.detach(), memory_format=torch.preserve_format)
+        return factor.copy_(mask)
+
+    def _factor(self, name: str, p: torch.Tensor) -> torch.Tensor:
+        f = self._factors[name]
+        if f.dtype != p.dtype or f.device != p.device:  # model moved or cast since
+            self._masks[name] = self._masks[name].to(p.device)
+            f = self._factors[name] = self._make_factor(self._masks[name], p)
+        return f
+
+    # --- mapping-like access ------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._masks
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """The bool mask of ``name`` (treat as read-only; change it with ``set_mask``)."""
+        return self._masks[name]
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """``{name: bool mask}`` (a new dict over the stored masks; do not mutate them)."""
+        return dict(self._masks)
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """``{name: parameter}`` of the masked weights."""
+        return dict(self._params)
+
+    def __repr__(self) -> str:
+        return f"MaskSet({len(self)} layers, sparsity={self.sparsity():.4f})"
+
+    # --- applying -----------------------------------------------------------------
+    def _apply(self, names: list[str]) -> None:
+        with torch.no_grad():
+            for name in names:
+                p = self._params[name]
+                p.mul_(self._factor(name, p))
+
+    def _mask_grads(self, names: list[str]) -> None:
+        with torch.no_grad():
+            for name in names:
+                p = self._params[name]
+                if p.grad is not None:
+                    p.grad.mul_(self._factor(name, p))
+
+    def apply_(self) -> MaskSet:
+        """W_l <- W_l * M_l in place for every layer (no autograd). Returns self."""
+        self._apply(list(self._params))
+        return self
+
+    def mask_grads_(self) -> MaskSet:
+        """grad(W_l) <- grad(W_l) * M_l in place where a gradient exists. Returns self."""
+        self._mask_grads(list(self._params))
+        return self
+
+    def attach(
+        self, optimizer: torch.optim.Optimizer, *, mask_grads: bool = True
+    ) -> list[RemovableHandle]:
+        """Keep masked weights exactly zero under ``optimizer.step()``, for any optimiser.
+
+        Registers a step pre-hook (g <- g * M, so no state accumulates at masked
+        positions) and a step post-hook (W <- W * M, which also undoes decoupled weight
+        decay or any other update of a masked weight). Covers the masked parameters that
+        are in the optimizer's param groups at attach time. Returns the handles;
+        ``detach()`` removes every hook this MaskSet registered.
+
+        ``mask_grads=False`` registers only the post-hook: masked weights still end every
+        step at zero, but the optimiser state at masked positions then fills with the
+        dense gradients' history, so it must be reset when a position is grown (which
+        the methods do anyway). Cheaper: 1.07x instead of 1.12x a dense SGD step on
+        LeNet-300-100 (see docs/sparsity.md).
+        """
+        in_opt = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        names = [n for n, p in self._params.items() if id(p) in in_opt]
+        if not names:
+            raise ValueError("none of the masked parameters is in the optimizer")
+
+        def pre_hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            self._mask_grads(names)
+
+        def post_hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            self._apply(names)
+
+        handles = [optimizer.register_step_pre_hook(pre_hook)] if mask_grads else []
+        handles.append(optimizer.register_step_post_hook(post_hook))
+        self._handles.extend(handles)
+        return handles
+
+    def detach(self) -> None:
+        """Remove every optimiser hook registered by ``attach``."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    # --- changing masks -----------------------------------------------------------
+    def set_mask(self, name: str, mask: torch.Tensor) -> None:
+        """M_l <- mask, then W_l <- W_l * M_l (newly masked weights become zero).
+
+        Newly active weights keep their value, which is 0 when the invariant held.
+        """
+        if name not in self._params:
+            raise KeyError(f"no mask named {name!r}; masks: {list(self._params)}")
+        self._store(name, mask)
+        self._apply([name])
+
+    def update(self, name: str, drop_idx: Positions, grow_idx: Positions) -> None:
+        """Drop then grow positions of one layer, given as flat (row-major) indices.
+
+        M.flat[drop] = 0 (each must be active), then M.flat[grow] = 1 (each must be inactive
+        after the drop, so just-dropped positions may be regrown); dropped and grown weights
+        are set to 0. The count changes by len(grow) - len(drop). The optimiser state of
+        grown positions is NOT reset here: call ``reset_optimizer_state``.
+        """
+        p = self._params[name]
+        drop = positions_mask(drop_idx, p)
+        grow = positions_mask(grow_idx, p)
+        for what, idx, where in (("drop", drop_idx, drop), ("grow", grow_idx, grow)):
+            given = torch.as_tensor(idx)
+            if given.dtype != torch.bool and int(where.sum()) != given.numel():
+                raise ValueError(f"{what} positions for {name!r} contain duplicates")
+        mask = self._masks[name]
+        if bool((drop & ~mask).any()):
+            raise ValueError(f"drop positions for {name!r} include inactive weights")
+        mask = mask & ~drop
+        if bool((grow & mask).any()):
+            raise ValueError(f"grow positions for {name!r} include active weights")
+        self.set_mask(name, mask | grow)
+        with torch.no_grad():
+            p.masked_fill_(grow, 0.0)
+
+    def reset_optimizer_state(
+        self, optimizer: torch.optim.Optimizer, name: str, positions: Positions
+    ) -> list[str]:
+        """``optim_state.reset_optimizer_state`` for the parameter called ``name``."""
+        return reset_optimizer_state(optimizer, self._params[name], positions)
+
+    def shuffled(self, generator: torch.Generator | None = None) -> MaskSet:
+        """A new MaskSet over the same parameters, each mask randomly permuted (same counts).
+
+        M'.flat = M.flat[perm], perm a uniform random permutation per layer.
+        """
+        device = generator.device if generator is not None else torch.device("cpu")
+        new = {}
+        for name, m in self._masks.items():
+            perm = torch.randperm(m.numel(), generator=generator, device=device)
+            new[name] = m.reshape(-1)[perm.to(m.device)].view(m.shape)
+        return MaskSet(self._params, new)
+
+    # --- persistence --------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """``{name: bool mask on CPU}``; safe for ``torch.load(..., weights_only=True)``."""
+        return {n: m.detach().cpu().clone() for n, m in self._masks.items()}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor], strict: bool = True) -> None:
+        """Replace the masks by ``state``'s (then call ``apply_()`` to zero the weights).
+
+        strict: the names must match exactly; otherwise only the names in both are loaded.
+        Every loaded mask must have its parameter's shape (one-line ValueError otherwise).
+        """
+        if strict:
+            _check_names(state, self._params, "saved mask names")
+        for name, mask in state.items():
+            if name in self._params:
+                p = self._params[name]
+                if mask.shape != p.shape:
+                    raise _shape_error(name, mask.shape, p.shape, "saved mask")
+        for name, mask in state.items():
+            if name in self._params:
+                self._store(name, mask)
+
+    # --- reporting ----------------------------------------------------------------
+    def nnz(self) -> dict[str, int]:
+        """Active count |M_l|_0 per layer."""
+        return {n: int(m.sum()) for n, m in self._masks.items()}
+
+    def densities(self) -> dict[str, float]:
+        """d_l = |M_l|_0 / numel(M_l) per layer."""
+        return {n: c / self._masks[n].numel() for n, c in self.nnz().items()}
+
+    def sparsity(self) -> float:
+        """1 - sum_l |M_l|_0 / sum_l numel(M_l) over the masked layers."""
+        total = sum(m.numel() for m in self._masks.values())
+        return 1.0 - sum(self.nnz().values()) / total if total else 0.0
+
+    def global_sparsity(self, model: nn.Module) -> float:
+        """1 - active / total over every Linear/Conv weight of ``model`` plus the masked ones.
+
+        Weights without a mask here count as fully active (dense layers).
+        """
+        params = dict(model.named_parameters())
+        ids = {id(params[n]): params[n] for n in default_weight_names(model)}
+        ids.update({id(p): p for p in self._params.values()})
+        nnz = {id(self._params[n]): c for n, c in self.nnz().items()}
+        total = sum(p.numel() for p in ids.values())
+        active = sum(nnz.get(i, p.numel()) for i, p in ids.items())
+        return 1.0 - active / total if total else 0.0

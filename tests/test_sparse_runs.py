@@ -1,0 +1,144 @@
+"""Sparse methods inside full runs: every method, mask sources, tickets, small dense, resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparseflow.cli import main
+from sparseflow.experiment.callbacks import Callback
+from sparseflow.experiment.checkpoint import list_checkpoints, load_checkpoint
+from sparseflow.experiment.config import load_config, run_id
+from sparseflow.experiment.run import execute, run_dir
+from sparseflow.experiment.store import Store
+from sparseflow.methods import METHODS
+from sparseflow.models.sizing import dense_weight_count
+
+BASE = ["dataset=synthetic", "model=mlp", "arch.depth=2", "arch.width=64", "train.batch_size=32",
+        "train.duration=3ep", "data.heldout=64", "sparse.update_every=8", "sparse.prune_every=4",
+        "sparsity=0.9"]
+
+
+def ckpt_masks(summary):
+    return load_checkpoint(summary["checkpoint"])["callbacks"]["sparsifier"]["masks"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_and_reports_sparsity(method, root):
+    s = execute(load_config(None, BASE + [f"method={method}"]), root=root, progress=False)
+    assert s["status"] == "finished" and s["steps"] == 48
+    if method in ("dense", "small_dense"):
+        assert s["sparsity"] == 0.0
+        return
+    masks = ckpt_masks(s)
+    total = sum(m.numel() for m in masks.values())
+    nnz = sum(int(m.sum()) for m in masks.values())
+    assert nnz == round(0.1 * total)  # exact global count
+    assert s["sparsity"] == pytest.approx(1 - nnz / total, abs=1e-6)
+    model = load_checkpoint(s["checkpoint"])["model"]
+    for name, m in masks.items():
+        assert torch.all(model[name][~m] == 0), name
+        assert s["densities"][name] == pytest.approx(m.float().mean().item(), abs=1e-6)
+    with Store(root / "sparseflow.db") as st:
+        names = {r["name"] for r in st.metrics(s["run_id"], prefix="topology/")}
+    assert "topology/sparsity" in names and any(n.startswith("topology/density/") for n in names)
+    if method in ("set", "rigl", "rigl_inverted"):
+        assert s["mask_updates"] > 0 and "topology/churn" in names
+
+
+def test_scratch_on_pruned_mask_and_lottery_ticket(root):
+    scratch = execute(load_config(None, BASE + ["method=static", "sparse.mask=pruned", "seed=3"]),
+                      root=root, progress=False)
+    src_cfg = load_config(None, BASE + ["method=gradual", "distribution=erk"])
+    src_cfg.sparse.update_every = 100  # source runs use neutral settings for other methods
+    src = execute(src_cfg, root=root, progress=False)  # already trained as the source: skipped
+    with Store(root / "sparseflow.db") as st:
+        assert st.get_run(src["run_id"])["status"] == "finished"
+    src_masks = ckpt_masks(src)
+    for n, m in ckpt_masks(scratch).items():
+        assert torch.equal(m, src_masks[n])
+
+    ticket = execute(load_config(None, BASE + ["method=lottery", "seed=4"]), root=root,
+                     progress=False)
+    assert ticket["ticket_source"] == src["run_id"]
+    src0 = load_checkpoint(list_checkpoints(run_dir(root, src["run_id"]) / "checkpoints")[0])
+    t0 = load_checkpoint(list_checkpoints(run_dir(root, ticket["run_id"]) / "checkpoints")[0])
+    for n, m in src_masks.items():
+        assert torch.equal(t0["model"][n], src0["model"][n] * m)  # rewound to the source's init
+    shuffled = execute(load_config(None, BASE + ["method=static", "sparse.mask=pruned",
+                                                 "sparse.shuffle_mask=true", "seed=3"]),
+                       root=root, progress=False)
+    for n, m in ckpt_masks(shuffled).items():
+        assert int(m.sum()) == int(src_masks[n].sum()) and not torch.equal(m, src_masks[n])
+
+
+def test_imp_rounds_nest(root):
+    s = execute(load_config(None, BASE + ["method=lottery", "sparse.ticket=imp",
+                                          "sparse.rounds=2"]), root=root, progress=False)
+    with Store(root / "sparseflow.db") as st:
+        parents = [r for r in st.list_runs() if r["method"] == "lottery" and
+                   r["config"]["sparse"]["rounds"] == 1]
+    assert len(parents) == 1
+    parent = parents[0]["summary"]
+    assert parent["sparsity"] == pytest.approx(1 - 0.1 ** 0.5, abs=2e-3)
+    pm, m2 = ckpt_masks(parent), ckpt_masks(s)
+    for n in m2:
+        assert not torch.any(m2[n] & ~pm[n])  # round 2 prunes within round 1's mask
+    assert s["sparsity"] == pytest.approx(0.9, abs=2e-3)
+
+
+def test_small_dense_matches_the_sparse_weight_count(root):
+    s = execute(load_config(None, BASE + ["method=small_dense"]), root=root, progress=False)
+    target = round(0.1 * dense_weight_count("mlp", (20,), 4, depth=2, width=64))
+    got = dense_weight_count("mlp", (20,), 4, widths=s["small_dense_widths"])
+    assert abs(got - target) / target < 0.1
+
+
+def test_rigl_resume_is_exact(root, tmp_path):
+    ov = BASE + ["method=rigl", "init=sparse", "train.checkpoint_every=10it",
+                 "sparse.grow_batch=heldout"]
+    cfg = load_config(None, ov)
+    full = execute(cfg, root=tmp_path / "full", progress=False)
+
+    class Stop(Callback):
+        name = "stop"
+
+        def after_step(self, trainer):
+            if trainer.step == 21:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        execute(cfg, root=root, progress=False, callbacks=[Stop()])
+    resumed = execute(cfg, root=root, progress=False)
+    assert resumed["test_loss"] == full["test_loss"]
+    for n, m in ckpt_masks(full).items():
+        assert torch.equal(m, ckpt_masks(resumed)[n])
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["sparsity=1.0"], "sparsity"),
+        (["sparsity=-0.1"], "sparsity"),
+        (["method=magic"], "valid: dense"),
+        (["distribution=gaussian"], "distribution"),
+        (["method=static", "sparse.mask=nope"], "sparse.mask"),
+        (["method=rigl", "sparse.grow_batch=heldout", "data.heldout=0"], "data.heldout"),
+        (["method=static", "sparsity=0.999", "arch.width=4", "arch.depth=3"], "method=static"),
+        (["method=static", "sparse.layers=nosuchlayer"], "nosuchlayer"),
+    ],
+)
+def test_bad_sparse_input_exit_2(capsys, root, overrides, fragment):
+    code = main(["run", "--root", str(root), "--no-progress", "--set", *BASE, *overrides])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+
+
+def test_mask_checkpoint_with_wrong_shapes(capsys, root):
+    s = execute(load_config(None, BASE + ["method=static"]), root=root, progress=False)
+    code = main(["run", "--root", str(root), "--no-progress", "--set", *BASE, "arch.width=32",
+                 "method=static", f"sparse.mask={s['checkpoint']}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "shape" in err and len(err.strip().splitlines()) == 1
+    assert run_id(load_config(None, BASE)) != s["run_id"]
