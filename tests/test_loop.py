@@ -123,3 +123,11 @@ def test_tensorboard_event_files(root):
     acc.Reload()
     values = [e.value for e in acc.Scalars("test_accuracy")]
     assert len(values) == 2 and values[-1] == pytest.approx(s["test_accuracy"])
+
+
+def test_denormal_flushing_is_scoped_to_the_run(root):
+    from sparseflow.experiment.run import denormals_flushed
+
+    assert not denormals_flushed()
+    execute(load_config(None, SMALL + ["train.duration=2it"]), root=root, progress=False)
+    assert not denormals_flushed()  # the process is left as it was

@@ -83,6 +83,23 @@ def make_model(cfg: Config, data: Dataset, widths: list[int] | None = None) -> t
     return build_model(cfg.model, data.input_shape, data.num_classes, **opts)
 
 
+def denormals_flushed() -> bool:
+    """Whether the CPU currently flushes denormal floats to zero (FTZ/DAZ)."""
+    tiny = torch.tensor([1e-40], dtype=torch.float32)  # a float32 denormal
+    return bool((tiny * 1.0 == 0).item())
+
+
+@contextmanager
+def flush_denormal(enabled: bool) -> Iterator[None]:
+    """``torch.set_flush_denormal(enabled)`` for the block, restoring the previous state."""
+    before = denormals_flushed()
+    torch.set_flush_denormal(enabled)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
+
+
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt so a terminated run checkpoints and says so."""
@@ -119,7 +136,6 @@ def execute(
 
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        torch.set_flush_denormal(cfg.train.flush_denormal)
         device = resolve_device(cfg.device)
         data = load_data(cfg)
         info: dict[str, Any] = {}
@@ -176,7 +192,7 @@ def execute(
             resumed = trainer.resume_if_possible()
             if resumed and echo is not None:
                 echo(f"resuming run {rid} from step {trainer.step}")
-            with _sigterm_as_interrupt():
+            with _sigterm_as_interrupt(), flush_denormal(cfg.train.flush_denormal):
                 summary = trainer.fit()
         except KeyboardInterrupt:
             trainer.save()
