@@ -100,15 +100,20 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from sparseflow.experiment.config import load_config, run_id
+    from sparseflow.experiment.distributed import dist_info
     from sparseflow.experiment.run import execute
 
     cfg = load_config(args.config, args.overrides)
+    main_rank = dist_info().main
     echo = (lambda s: print(s, file=sys.stderr)) if args.json else None
-    print(f"run {run_id(cfg)}: {cfg.method} {cfg.model} on {cfg.dataset}, seed {cfg.seed}",
-          file=sys.stderr if args.json else sys.stdout)
+    if main_rank:
+        print(f"run {run_id(cfg)}: {cfg.method} {cfg.model} on {cfg.dataset}, seed {cfg.seed}",
+              file=sys.stderr if args.json else sys.stdout)
     summary = execute(cfg, root=args.root, progress=not args.no_progress, echo=echo,
                       force=args.force)
-    if args.json:
+    if not main_rank:
+        pass
+    elif args.json:
         print(json.dumps(summary, sort_keys=True))
     else:
         _print_summary(summary)

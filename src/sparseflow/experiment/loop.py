@@ -83,9 +83,14 @@ class Trainer:
         log_fn: Callable[[list[tuple[int, str, float]]], None] | None = None,
         progress: bool = True,
         echo: Callable[[str], None] | None = None,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.cfg = cfg
-        self.model = model
+        self.model = model  # what the step runs (a DistributedDataParallel wrapper or the model)
+        self.module: nn.Module = getattr(model, "module", model)  # the user's model
+        self.rank, self.world = rank, world
+        self.local_batch = len(range(rank, cfg.train.batch_size, world))
         self.optimizer = optimizer
         self.data = data
         self.device = device
@@ -145,6 +150,8 @@ class Trainer:
             self._perm_epoch = epoch
         assert self._perm is not None
         idx = self._perm[pos * self.batch_size : (pos + 1) * self.batch_size]
+        if self.world > 1:
+            idx = idx[self.rank :: self.world]
         x, y = self.x_train[idx], self.y_train[idx]
         if self.data.augment is not None and self.cfg.data.augment:
             g = torch.Generator().manual_seed(self.cfg.seed * _MIX + 7919 * step + 1)
@@ -157,7 +164,7 @@ class Trainer:
         return {
             "format": 1,
             "step": self.step,
-            "model": self.model.state_dict(),
+            "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks},
             "rng": {"torch": torch.get_rng_state()},
@@ -173,7 +180,7 @@ class Trainer:
     def save(self) -> Path | None:
         """Checkpoint at the current step (flushing metrics first)."""
         self.flush()
-        if self.run_dir is None:
+        if self.run_dir is None or self.rank != 0:
             return None
         path = save_checkpoint(self.run_dir / "checkpoints" / checkpoint_name(self.step),
                                self.state())
@@ -182,7 +189,7 @@ class Trainer:
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Load a checkpoint written by :meth:`state`."""
-        self.model.load_state_dict(ckpt["model"])
+        self.module.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         states = ckpt.get("callbacks", {})
         for cb in self.callbacks:
@@ -218,12 +225,12 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Test loss/accuracy plus the running train loss/accuracy since the last evaluation."""
         test_loss, test_acc = evaluate(
-            self.model, self.data.x_test, self.data.y_test, self.cfg.data.eval_batch_size
+            self.module, self.data.x_test, self.data.y_test, self.cfg.data.eval_batch_size
         )
         metrics = {"test_loss": test_loss, "test_accuracy": test_acc}
         if self._count:
             metrics["train_loss"] = float(self._loss_sum) / self._count
-            metrics["train_accuracy"] = int(self._correct) / (self._count * self.batch_size)
+            metrics["train_accuracy"] = int(self._correct) / (self._count * self.local_batch)
         for hook in overriding(self.callbacks, "on_eval"):
             hook(self, metrics)
         self._loss_sum.zero_()

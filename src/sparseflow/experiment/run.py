@@ -20,6 +20,7 @@ from sparseflow.data import Dataset, load_dataset
 from sparseflow.errors import ConfigError, UserError
 from sparseflow.experiment.callbacks import Callback, TensorBoardCallback
 from sparseflow.experiment.config import Config, config_to_yaml, run_id
+from sparseflow.experiment.distributed import dist_info, ensure_process_group, wrap
 from sparseflow.experiment.loop import Diverged, Trainer
 from sparseflow.experiment.optim import build_optimizer
 from sparseflow.experiment.sparse import SparsifierCallback, build_sparsifier, small_dense_widths
@@ -29,6 +30,10 @@ from sparseflow.models import build_model
 from sparseflow.models.registry import with_widths
 
 SUMMARY_KEYS = ("run_id", "status", "method", "dataset", "model", "seed")
+
+
+def _silent(msg: str) -> None:
+    """Output of ranks other than 0 is dropped."""
 
 
 def default_root() -> Path:
@@ -136,7 +141,13 @@ def execute(
 
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        dist = dist_info()
         device = resolve_device(cfg.device)
+        if dist.enabled and device.type == "cuda":
+            device = torch.device("cuda", dist.local_rank)
+        ensure_process_group(dist, device)
+        if not dist.main:
+            echo = None
         data = load_data(cfg)
         info: dict[str, Any] = {}
         widths = None
@@ -166,7 +177,9 @@ def execute(
 
         trainer = Trainer(
             cfg, model, optimizer, data, device=device, callbacks=cbs, run_dir=rdir,
-            log_fn=lambda rows: store.log_many(rid, rows), progress=progress, echo=echo,
+            log_fn=(lambda rows: store.log_many(rid, rows)) if dist.main else None,
+            progress=progress and dist.main, echo=echo or (None if dist.main else _silent),
+            rank=dist.rank, world=dist.world,
         )
 
         def run_source(src: Config) -> dict[str, Any]:
@@ -185,18 +198,23 @@ def execute(
         if sparsifier is not None:
             trainer.callbacks.insert(0, SparsifierCallback(sparsifier))
         torch.manual_seed(cfg.seed)  # the same global RNG state whether sources ran or not
-        store.start_run(rid, to_dict(cfg))
+        trainer.model = wrap(model, dist, device)
+        if dist.main:
+            store.start_run(rid, to_dict(cfg))
         head = {"run_id": rid, "method": cfg.method, "dataset": cfg.dataset,
                 "model": cfg.model, "seed": cfg.seed}
         try:
             resumed = trainer.resume_if_possible()
+            if dist.enabled:
+                torch.distributed.barrier()  # every rank has read the checkpoint
             if resumed and echo is not None:
                 echo(f"resuming run {rid} from step {trainer.step}")
             with _sigterm_as_interrupt(), flush_denormal(cfg.train.flush_denormal):
                 summary = trainer.fit()
         except KeyboardInterrupt:
             trainer.save()
-            store.set_status(rid, "interrupted")
+            if dist.main:
+                store.set_status(rid, "interrupted")
             raise
         except Diverged as d:
             trainer.flush()
@@ -204,15 +222,21 @@ def execute(
                        "steps": d.step, "test_accuracy": None, "test_loss": None,
                        "train_loss": None, "wall_seconds": round(trainer.elapsed(), 3),
                        "checkpoint": str(trainer.last_checkpoint)}
-            store.finish_run(rid, "diverged", summary)
+            if dist.main:
+                store.finish_run(rid, "diverged", summary)
             return summary
         except BaseException:
             trainer.flush()
-            store.set_status(rid, "failed")
+            if dist.main:
+                store.set_status(rid, "failed")
             raise
         summary = {**head, "status": "finished", **info, **summary}
         summary.setdefault("sparsity", 0.0)
-        if trainer.last_checkpoint is not None:
-            store.add_artifact(rid, "checkpoint/final", trainer.last_checkpoint, "checkpoint")
-        store.finish_run(rid, "finished", summary)
+        if dist.main:
+            if trainer.last_checkpoint is not None:
+                store.add_artifact(rid, "checkpoint/final", trainer.last_checkpoint,
+                                   "checkpoint")
+            store.finish_run(rid, "finished", summary)
+        if dist.enabled:
+            torch.distributed.barrier()  # the store says finished before any rank returns
         return summary
