@@ -90,7 +90,7 @@ def _idx_bytes() -> bytes:
         (b"\x00\x00\x08\x02\x00\x00\x00\x03", "truncated IDX header"),
         (_idx_bytes()[:-1], "truncated"),
         (_idx_bytes() + b"\x00", "trailing"),
-        (gzip.compress(_idx_bytes())[:-6], "gzip"),
+        (gzip.compress(_idx_bytes(), mtime=0)[:-6], "gzip"),
         (b"\x1f\x8b" + bytes(30), "gzip"),
     ],
 )

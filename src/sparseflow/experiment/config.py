@@ -219,6 +219,31 @@ class SparseConfig:
 
 
 @dataclass
+class FlowConfig:
+    enabled: bool = field(True, hash=False, help="Measure gradient flow during training.")
+    every: int = field(
+        250, low=0, hash=False, help="Measure every this many steps (0: only at step 0, the "
+        "evenly spaced points and mask updates)."
+    )
+    points: int = field(
+        11, low=1, hash=False, help="Evenly spaced measurement points whose mean goes into the "
+        "summary (Tessera et al. average EGF over 11)."
+    )
+    around_updates: bool = field(
+        True, hash=False, help="Measure just before and after every mask update."
+    )
+    per_layer: bool = field(True, hash=False, help="Also store per-layer gradient norms.")
+    per_active: bool = field(
+        False, hash=False, help="Also report EGF with each layer's norm divided by its active "
+        "count."
+    )
+    mode: str = field(
+        "train", choices=("train", "eval"), hash=False, help="Model mode while measuring "
+        "(BatchNorm statistics are never changed by a measurement)."
+    )
+
+
+@dataclass
 class LogConfig:
     tensorboard: bool = field(
         False, hash=False, help="Also write TensorBoard event files (needs the "
@@ -252,6 +277,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sparse: SparseConfig = field(default_factory=SparseConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def validate(self) -> None:

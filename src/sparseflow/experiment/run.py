@@ -21,6 +21,7 @@ from sparseflow.errors import ConfigError, UserError
 from sparseflow.experiment.callbacks import Callback, TensorBoardCallback
 from sparseflow.experiment.config import Config, config_to_yaml, run_id
 from sparseflow.experiment.distributed import dist_info, ensure_process_group, wrap
+from sparseflow.experiment.flow_callback import FlowCallback
 from sparseflow.experiment.loop import Diverged, Trainer
 from sparseflow.experiment.optim import build_optimizer
 from sparseflow.experiment.sparse import SparsifierCallback, build_sparsifier, small_dense_widths
@@ -197,6 +198,13 @@ def execute(
         info.update(extra)
         if sparsifier is not None:
             trainer.callbacks.insert(0, SparsifierCallback(sparsifier))
+        if cfg.flow.enabled and data.heldout:
+            x, y = data.heldout[0]
+            f = cfg.flow
+            trainer.callbacks.insert(1 if sparsifier is not None else 0, FlowCallback(
+                x.to(device), y.to(device), every=f.every, total_steps=trainer.total_steps,
+                points=f.points, around_updates=f.around_updates, per_layer=f.per_layer,
+                per_active=f.per_active, mode=f.mode))
         torch.manual_seed(cfg.seed)  # the same global RNG state whether sources ran or not
         trainer.model = wrap(model, dist, device)
         if dist.main:

@@ -47,15 +47,25 @@ class SparsifierCallback(Callback):
 
     def __init__(self, sparsifier: Sparsifier) -> None:
         self.sparsifier = sparsifier
+        # called with ("before" | "after", trainer) around every mask update (flow measurement)
+        self.listeners: list[Callable[[str, Any], None]] = []
 
     def on_train_start(self, trainer: Any) -> None:
         if trainer.step == 0:
             trainer.log(0, {TOPOLOGY + k: v for k, v in self.sparsifier.telemetry().items()})
 
     def after_step(self, trainer: Any) -> None:
-        stats = self.sparsifier.step()
+        s = self.sparsifier
+        due = bool(self.listeners) and s.due(s.step_count + 1)
+        if due:
+            for listener in self.listeners:
+                listener("before", trainer)
+        stats = s.step()
         if stats:
             trainer.log(trainer.step, {TOPOLOGY + k: v for k, v in stats.items()})
+        if due:
+            for listener in self.listeners:
+                listener("after", trainer)
 
     def on_train_end(self, trainer: Any, summary: dict[str, Any]) -> None:
         summary.update(self.sparsifier.summary(trainer.model))

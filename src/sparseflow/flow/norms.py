@@ -1,0 +1,132 @@
+"""Gradient norms and Effective Gradient Flow (science.md section 4).
+
+All measures are taken on a fixed batch, with the mean cross-entropy and no regularisation term,
+in the model's current mode (train mode by default in the loop) without moving BatchNorm's
+running statistics and without touching any ``.grad``.
+
+- ``grad_l{1,2}``: ||g||_p over all trainable parameters, g = dL/dW * M (masked gradient; weights
+  without a mask and all biases / normalisation parameters count in full).
+- ``grad_unmasked_l{1,2}``: the same without the masks (what masking changes).
+- ``grad_l{1,2}/<name>``: the masked norm of each sparsified-or-sparsifiable weight.
+- ``egf_l{1,2}`` (Tessera et al. 2021): EGF_p = (1/L) sum_l ||dL/dW_l * M_l||_p over the L
+  Linear/Conv weight tensors (a layer without a mask has M_l = 1, so for a dense network EGF_1 =
+  ||g_weights||_1 / L); with ``per_active=True`` each layer's norm is divided by its active count
+  (layers with none are skipped) and reported as ``egf_l{1,2}_per_active``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparseflow.sparsity import select_weights
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@contextmanager
+def frozen_buffers(model: nn.Module) -> Iterator[None]:
+    """Restore every buffer (BatchNorm running statistics, counters) after the block."""
+    saved = {n: b.detach().clone() for n, b in model.named_buffers()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                b.copy_(saved[n])
+
+
+def dense_gradients(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn | None = None
+) -> tuple[dict[str, torch.Tensor], float]:
+    """({name: dL/dp} for every trainable parameter, loss) on (x, y); ``.grad`` untouched."""
+    fn = loss_fn or F.cross_entropy
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    dev = named[0][1].device
+    with frozen_buffers(model), torch.enable_grad():
+        loss = fn(model(x.to(dev)), y.to(dev))
+        grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+    out = {n: (torch.zeros_like(p) if g is None else g.detach())
+           for (n, p), g in zip(named, grads, strict=True)}
+    return out, float(loss.detach())
+
+
+def norms_from_gradients(
+    grads: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor] | None,
+    weight_names: list[str],
+    *,
+    per_layer: bool = True,
+    per_active: bool = False,
+) -> dict[str, float]:
+    """The measures of this module from precomputed dense gradients (see module docstring)."""
+    masks = masks or {}
+    out: dict[str, float] = {}
+    l1 = l2sq = u1 = u2sq = 0.0
+    layer_l1: list[float] = []
+    layer_l2: list[float] = []
+    act_l1: list[float] = []
+    act_l2: list[float] = []
+    for name, g in grads.items():
+        g64 = g.double()
+        u1 += float(g64.abs().sum())
+        u2sq += float((g64 * g64).sum())
+        m = masks.get(name)
+        gm = g64 * m if m is not None else g64
+        n1, n2sq = float(gm.abs().sum()), float((gm * gm).sum())
+        l1 += n1
+        l2sq += n2sq
+        if name in weight_names:
+            n2 = n2sq ** 0.5
+            layer_l1.append(n1)
+            layer_l2.append(n2)
+            if per_layer:
+                out[f"grad_l1/{name}"] = n1
+                out[f"grad_l2/{name}"] = n2
+            active = int(m.sum()) if m is not None else g.numel()
+            if active:
+                act_l1.append(n1 / active)
+                act_l2.append(n2 / active)
+    out.update({
+        "grad_l1": l1, "grad_l2": l2sq ** 0.5,
+        "grad_unmasked_l1": u1, "grad_unmasked_l2": u2sq ** 0.5,
+        "egf_l1": sum(layer_l1) / max(1, len(layer_l1)),
+        "egf_l2": sum(layer_l2) / max(1, len(layer_l2)),
+    })
+    if per_active:
+        out["egf_l1_per_active"] = sum(act_l1) / max(1, len(act_l1))
+        out["egf_l2_per_active"] = sum(act_l2) / max(1, len(act_l2))
+    return out
+
+
+def gradient_flow(
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor] | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss_fn: LossFn | None = None,
+    per_layer: bool = True,
+    per_active: bool = False,
+) -> dict[str, float]:
+    """Gradient norms, EGF and the loss on (x, y) for ``model`` under ``masks``.
+
+    ``masks`` maps parameter names to bool tensors (a ``MaskSet.masks`` dict, or None for a dense
+    model). Returns ``grad_l1``, ``grad_l2``, ``grad_unmasked_l{1,2}``, ``egf_l{1,2}``,
+    per-layer ``grad_l{1,2}/<name>`` and ``loss``.
+    """
+    grads, loss = dense_gradients(model, x, y, loss_fn)
+    weight_names = list(select_weights(model))
+    if masks:
+        missing = [n for n in masks if n not in grads]
+        if missing:
+            raise ValueError(f"masks name {missing[0]!r}, which is not a trainable parameter")
+        weight_names += [n for n in masks if n not in weight_names]
+    out = norms_from_gradients(grads, masks, weight_names, per_layer=per_layer,
+                               per_active=per_active)
+    out["loss"] = loss
+    return out
