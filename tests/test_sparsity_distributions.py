@@ -151,3 +151,23 @@ def test_one_dim_shape_refused_for_er():
 
 def test_all_dense_is_fine():
     assert layer_counts({"a": (3, 3)}, 0.5, dense={"a"}) == {"a": 9}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shapes=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=1, max_size=4),
+    dist=st.sampled_from(["uniform", "er", "erk"]),
+    s1=st.floats(0.0, 0.9),
+    ds=st.floats(0.0, 0.09),
+)
+def test_per_layer_rounding_is_monotone_in_sparsity(shapes, dist, s1, ds):
+    """exact_total=False: no layer's count rises when the sparsity rises (magnitude pruning)."""
+    named = {f"l{i}": s for i, s in enumerate(shapes)}
+    total = sum(a * b for a, b in shapes)
+    s2 = s1 + ds
+    if math.floor((1 - s2) * total + 0.5) < len(shapes):
+        return
+    c1 = layer_counts(named, s1, dist, exact_total=False)
+    c2 = layer_counts(named, s2, dist, exact_total=False)
+    assert all(c2[n] <= c1[n] for n in named)
+    assert abs(sum(c2.values()) - (1 - s2) * total) <= len(shapes)  # one weight per layer

@@ -139,16 +139,6 @@ def _open_store(root: str | None, must_exist: bool = True):  # noqa: ANN202
     return Store(path)
 
 
-def resolve_run(store: Any, rid: str) -> str:
-    """Full run id from a unique prefix; a UserError when none or several match."""
-    matches = store.find_runs(rid)
-    if not matches:
-        raise UserError(f"run {rid!r} not found in {store.path}")
-    if len(matches) > 1 and rid not in matches:
-        raise UserError(f"run id prefix {rid!r} is ambiguous: {', '.join(matches[:5])}")
-    return rid if rid in matches else matches[0]
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
     from sparseflow.experiment.store import effective_status
 
@@ -176,7 +166,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                       f"{s.get('steps', ''):>7} {'' if acc is None else f'{acc:.4f}':>8s}")
             return 0
         if args.runs_command == "show":
-            rid = resolve_run(store, args.run_id)
+            rid = store.resolve(args.run_id)
             run = store.get_run(rid)
             run["status"] = effective_status(run)
             metrics = store.metrics(rid)

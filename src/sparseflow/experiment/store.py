@@ -179,6 +179,17 @@ class Store:
         )
         return [r["run_id"] for r in rows]
 
+    def resolve(self, prefix: str) -> str:
+        """The full run id for a unique prefix; a StoreError when none or several match."""
+        matches = self.find_runs(prefix)
+        if not matches:
+            raise StoreError(f"run {prefix!r} not found in {self.path}")
+        if prefix in matches:
+            return prefix
+        if len(matches) > 1:
+            raise StoreError(f"run id prefix {prefix!r} is ambiguous: {', '.join(matches[:5])}")
+        return matches[0]
+
     def list_runs(self, status: str | None = None) -> list[dict[str, Any]]:
         """All runs (optionally of one status), oldest first."""
         if status is None:

@@ -7,6 +7,7 @@ runs (see ``sparseflow.experiment.sparse``).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -74,7 +75,7 @@ def pruned_at_init(method: str, model: nn.Module, optimizer: torch.optim.Optimiz
         counts: dict[str, int] | int = layer_counts(
             {n: tuple(p.shape) for n, p in params.items()}, sparsity, distribution)
     else:
-        counts = round((1.0 - sparsity) * sum(p.numel() for p in params.values()))
+        counts = math.floor((1.0 - sparsity) * sum(p.numel() for p in params.values()) + 0.5)
     x, y = batch if batch is not None else (None, None)
     masks = prune_at_init(method, model, params, counts, x=x, y=y, input_shape=input_shape,
                           scope=scope, iterations=iterations)

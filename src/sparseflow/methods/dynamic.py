@@ -118,7 +118,7 @@ class RigL(SET):
         if self.grad_fn is None and self.due(self.step_count + 1):
             missing = [n for n, p in self.params.items() if p.grad is None]
             if missing:
-                raise RuntimeError(
+                raise ValueError(
                     f"rigl: no gradient for {missing[0]!r} at an update step; call "
                     "loss.backward() before optimizer.step(), or pass grad_fn="
                 )
@@ -128,7 +128,7 @@ class RigL(SET):
         if self.grad_fn is not None:
             self._dense_grads = dict(self.grad_fn())
         if self._dense_grads is None:
-            raise RuntimeError(
+            raise ValueError(
                 "rigl: no dense gradient available; call sparsifier.step() right after "
                 "optimizer.step(), or pass grad_fn= to compute it on a held-out batch"
             )

@@ -10,6 +10,7 @@ same with ``t_begin = t_end``: train dense, prune once, fine-tune.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from sparseflow.methods.base import Sparsifier, keep_top
-from sparseflow.sparsity import MaskSet, layer_counts, topk_mask
+from sparseflow.sparsity import DISTRIBUTIONS, MaskSet, layer_counts, topk_mask
 
 SCOPES = ("layer", "global")
 
@@ -42,6 +43,10 @@ def magnitude_masks(
 ) -> dict[str, torch.Tensor]:
     """Masks keeping the largest |w|: per layer (counts of ``distribution``) or globally.
 
+    Per layer, each count is rounded on its own (``layer_counts(..., exact_total=False)``), so
+    a schedule of rising sparsity never asks a layer for more weights than it still has; the
+    total is within one weight per layer of ``(1 - sparsity) * total``.
+
     ``within`` restricts the choice to currently active positions (pruning never regrows).
     Ties go to the lower index (layer order, then flat index, for the global scope).
     """
@@ -50,13 +55,14 @@ def magnitude_masks(
     eligible = {n: (within[n] if within is not None else torch.ones_like(p, dtype=torch.bool))
                 for n, p in params.items()}
     if scope == "layer":
+        # each layer rounded on its own: counts never rise as the sparsity rises
         counts = layer_counts({n: tuple(p.shape) for n, p in params.items()}, sparsity,
-                              distribution)
-        return {n: keep_top(p.detach().abs(), eligible[n],
-                            min(counts[n], int(eligible[n].sum())))
+                              distribution, exact_total=False)
+        return {n: keep_top(p.detach().abs(), eligible[n], min(counts[n], int(eligible[n].sum())))
                 for n, p in params.items()}
     total = sum(p.numel() for p in params.values())
-    k = min(round((1.0 - sparsity) * total), sum(int(e.sum()) for e in eligible.values()))
+    k = min(math.floor((1.0 - sparsity) * total + 0.5),
+            sum(int(e.sum()) for e in eligible.values()))
     flat = torch.cat([torch.where(eligible[n], p.detach().abs().float().reshape_as(p),
                                   torch.tensor(float("-inf"), device=p.device)).reshape(-1)
                       for n, p in params.items()])
@@ -87,8 +93,13 @@ class GradualPruning(Sparsifier):
         distribution: str = "uniform",
         **kwargs: Any,
     ) -> None:
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity: {sparsity!r} is out of range [0, 1)")
         if scope not in SCOPES:
             raise ValueError(f"scope: unknown {scope!r}; valid: {', '.join(SCOPES)}")
+        if distribution not in DISTRIBUTIONS:
+            raise ValueError(f"distribution: unknown {distribution!r}; valid: "
+                             f"{', '.join(DISTRIBUTIONS)}")
         if every < 1:
             raise ValueError(f"every: expected >= 1, got {every}")
         if t_end < t_begin or t_begin < 0:
@@ -105,12 +116,15 @@ class GradualPruning(Sparsifier):
                          **kwargs)
 
     def initial_masks(self) -> MaskSet:
-        """Dense masks (or the magnitude masks of ``initial_sparsity``)."""
-        if self.initial_sparsity == 0.0:
+        """Magnitude masks at the schedule's sparsity before step 1 (dense when that is 0).
+
+        ``due`` is asked from step 1 on, so a schedule that starts at step 0 is applied here.
+        """
+        s0 = self.target(0) if self.t_begin == 0 else self.initial_sparsity
+        if s0 == 0.0:
             return MaskSet.dense(self.params)
         return MaskSet(self.params, magnitude_masks(
-            self.params, self.initial_sparsity, scope=self.scope,
-            distribution=self.distribution))
+            self.params, s0, scope=self.scope, distribution=self.distribution))
 
     def due(self, step: int) -> bool:
         """At t_begin, t_begin + every, ... and at t_end."""

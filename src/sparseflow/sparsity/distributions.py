@@ -91,8 +91,13 @@ def layer_counts(
     *,
     dense: Collection[str] = (),
     erk_power_scale: float = 1.0,
+    exact_total: bool = True,
 ) -> dict[str, int]:
     """Exact number of non-zero weights per layer for a global ``sparsity`` s.
+
+    ``exact_total=False`` rounds each layer on its own (half up, at least 1): the total is then
+    within one weight per layer of T, and every layer's count is non-increasing in s, which
+    magnitude pruning needs (a pruned layer cannot grow back to meet a rounding correction).
 
     Budget T = round((1 - s) * sum_{l not dense} numel_l), over the sparsified layers only;
     layers named in ``dense`` get all their weights and are left out of the budget (rigl's
@@ -130,6 +135,9 @@ def layer_counts(
     raw = {n: raw_density(shp[n], distribution, erk_power_scale) for n in sparse}
     dens, _ = _solve_eps(raw, {n: numel[n] for n in sparse}, float(total))
     cont = {n: dens[n] * numel[n] for n in sparse}
+    if not exact_total:
+        counts.update({n: min(numel[n], max(1, math.floor(c + 0.5))) for n, c in cont.items()})
+        return counts
     counts.update(_round_to_total(cont, numel, total))
     return counts
 
