@@ -82,7 +82,52 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--table", choices=("runs", "metrics", "artifacts"), default="runs")
     exp.add_argument("--out", help="output file (default: TABLE.FORMAT; '-' = stdout for csv)")
     _root_arg(exp)
+
+    an = sub.add_parser("analyze", help="analyses of stored runs and of initialisations")
+    asub = an.add_subparsers(dest="analyze_command", metavar="ANALYSIS")
+    hs = asub.add_parser(
+        "hessian", help="Hessian spectrum restricted to the active weights",
+        description="Top and bottom eigenvalues of the loss Hessian restricted to the active "
+        "weights (Lanczos on Hessian-vector products), g^T H g and a Hutchinson trace, for the "
+        "whole model and per layer, on the run's held-out batch. Stored as hessian/* metrics.")
+    hs.add_argument("run_id", help="RUN_ID, RUN_ID@STEP or a checkpoint file")
+    hs.add_argument("--step", type=int, help="checkpoint step (default: the last)")
+    hs.add_argument("--top-k", type=int, default=5, help="eigenvalues at each end (default 5)")
+    hs.add_argument("--biases", action="store_true", help="include the layers' biases")
+    hs.add_argument("--samples", type=int, default=50, help="Hutchinson probes (default 50)")
+    hs.add_argument("--batch-size", type=int, help="split the held-out batch (memory)")
+    hs.add_argument("--no-per-layer", action="store_true", help="whole model only")
+    hs.add_argument("--json", action="store_true", help="one JSON object")
+    _root_arg(hs)
+    sg = asub.add_parser(
+        "signal", help="output std at init vs sparsity, per initialisation",
+        description="Signal propagation (Evci et al. 2022, Fig. 3): the std of the network "
+        "output under N(0, 1) inputs at initialisation, against sparsity, for each init.")
+    sg.add_argument("--model", default="lenet5", help="model name (default lenet5)")
+    sg.add_argument("--sparsities", default="0:0.97:12",
+                    help="START:STOP:COUNT or a comma list (default 0:0.97:12)")
+    sg.add_argument("--inits", default="dense,liu,sparse", help="comma list of inits")
+    sg.add_argument("--masks", choices=("heterogeneous", "uniform"), default="heterogeneous",
+                    help="the paper's masks with per-unit fan-in varying, or uniform random")
+    sg.add_argument("--repeats", type=int, default=3, help="networks per point (default 3)")
+    sg.add_argument("--batch", type=int, default=500, help="random inputs (default 500)")
+    sg.add_argument("--seed", type=int, default=0)
+    sg.add_argument("--input-shape", default="1,28,28", help="C,H,W or D (default 1,28,28)")
+    sg.add_argument("--out", help="output directory (default ROOT/analyses/signal-MODEL)")
+    sg.add_argument("--json", action="store_true", help="one JSON object")
+    _root_arg(sg)
     return parser
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinities replaced by None, so the JSON output is strict."""
+    if isinstance(obj, float):
+        return obj if obj == obj and abs(obj) != float("inf") else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -114,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not main_rank:
         pass
     elif args.json:
-        print(json.dumps(summary, sort_keys=True))
+        print(json.dumps(_finite(summary), sort_keys=True))
     else:
         _print_summary(summary)
     return 0 if summary.get("status") in ("finished", "diverged") else 1
@@ -208,6 +253,60 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_USAGE
 
 
+def _root(args: argparse.Namespace) -> Path:
+    from sparseflow.experiment.run import default_root
+
+    return Path(args.root) if args.root else default_root()
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from sparseflow.experiment import analyses
+
+    if args.analyze_command is None:
+        raise UserError("analyze: expected an analysis: hessian or signal")
+    if args.analyze_command == "hessian":
+        spec = args.run_id if args.step is None else f"{args.run_id}@{args.step}"
+        with _open_store(args.root):
+            pass  # a clear error when there is no store
+        res = analyses.hessian_of_run(_root(args), spec, top_k=args.top_k,
+                                      include_biases=args.biases, samples=args.samples,
+                                      per_layer=not args.no_per_layer,
+                                      batch_size=args.batch_size)
+        if args.json:
+            print(json.dumps(_finite(res), sort_keys=True))
+            return 0
+        print(f"run {res['run_id']} step {res['step']}: {res['n_active']} active weights")
+        print("top eigenvalues:    " + "  ".join(f"{v:.5g}" for v in res["top"]))
+        print("bottom eigenvalues: " + "  ".join(f"{v:.5g}" for v in res["bottom"]))
+        print(f"g^T H g {res['gHg']:.5g}   g^T H g / g^T g {res['gHg_over_gg']:.5g}   "
+              f"trace {res['trace']:.5g} +- {res['trace_std']:.2g}")
+        if res["per_layer"]:
+            print(f"{'layer':32s} {'active':>8s} {'top1':>10s} {'bottom1':>10s} {'trace':>10s}")
+            for name, r in res["per_layer"].items():
+                top = r["top"][0] if r["top"] else float("nan")
+                bot = r["bottom"][0] if r["bottom"] else float("nan")
+                print(f"{name:32s} {r['n_active']:8d} {top:10.4g} {bot:10.4g} "
+                      f"{r['trace']:10.4g}")
+        return 0
+    if args.analyze_command == "signal":
+        try:
+            shape = tuple(int(v) for v in args.input_shape.split(","))
+        except ValueError:
+            raise UserError(f"--input-shape: expected integers like 1,28,28, got "
+                            f"{args.input_shape!r}") from None
+        res = analyses.signal_study(_root(args), args.model, args.sparsities, args.inits,
+                                    masks=args.masks, repeats=args.repeats, batch=args.batch,
+                                    seed=args.seed, input_shape=shape, out=args.out)
+        if args.json:
+            print(json.dumps(_finite({k: v for k, v in res.items() if k != "table"}),
+                             sort_keys=True))
+            return 0
+        print(res["table"])
+        print(f"written to {res['dir']}")
+        return 0
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sparseflow`` command."""
     parser = build_parser()
@@ -215,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    handlers = {"run": cmd_run, "config": cmd_config, "runs": cmd_runs}
+    handlers = {"run": cmd_run, "config": cmd_config, "runs": cmd_runs,
+                "analyze": cmd_analyze}
     try:
         return handlers[args.command](args)
     except UserError as e:
