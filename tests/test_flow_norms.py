@@ -100,7 +100,7 @@ def test_measurement_leaves_bn_stats_and_grads_alone():
 
 SMALL = ["dataset=synthetic", "model=mlp", "arch.depth=2", "arch.width=32", "arch.batchnorm=true",
          "train.batch_size=32", "train.duration=3ep", "data.heldout=64", "method=rigl",
-         "sparse.update_every=5", "flow.every=7"]
+         "sparse.update_every=5", "flow.every=7", "flow.around_updates=1"]
 
 
 def test_measuring_does_not_change_training(tmp_path):
@@ -116,6 +116,12 @@ def test_measuring_does_not_change_training(tmp_path):
         after = st.series(on["run_id"], "flow_update/after/grad_l2")
     assert steps[0] == 0 and 7 in steps and 14 in steps and steps[-1] == on["steps"]
     assert len(before) == len(after) == len(delta) == on["mask_updates"] > 0
+    third = execute(load_config(None, SMALL[:-1] + ["flow.around_updates=3"]),
+                    root=tmp_path / "third", progress=False)
+    with Store(tmp_path / "third" / "sparseflow.db") as st:
+        measured = [s for s, _ in st.series(third["run_id"], "flow_update/delta/grad_l2")]
+    update_steps = [5 * (i + 1) for i in range(on["mask_updates"])]
+    assert measured == update_steps[::3]  # the 1st, 4th, 7th ... update
     for (_, b), (_, a), (_, d) in zip(before, after, delta, strict=True):
         assert d == pytest.approx(a - b)
 

@@ -222,15 +222,17 @@ class SparseConfig:
 class FlowConfig:
     enabled: bool = field(True, hash=False, help="Measure gradient flow during training.")
     every: int = field(
-        250, low=0, hash=False, help="Measure every this many steps (0: only at step 0, the "
+        500, low=0, hash=False, help="Measure every this many steps (0: only at step 0, the "
         "evenly spaced points and mask updates)."
     )
     points: int = field(
         11, low=1, hash=False, help="Evenly spaced measurement points whose mean goes into the "
         "summary (Tessera et al. average EGF over 11)."
     )
-    around_updates: bool = field(
-        True, hash=False, help="Measure just before and after every mask update."
+    around_updates: int = field(
+        5, low=0, hash=False, help="Measure just before and after every k-th mask update "
+        "(the 1st, (k+1)-th, ...; 1: every update; 0: none). Each measurement costs a "
+        "forward and backward pass on the held-out batch."
     )
     per_layer: bool = field(True, hash=False, help="Also store per-layer gradient norms.")
     per_active: bool = field(

@@ -3,7 +3,8 @@
 On the fixed held-out batch (``data.heldout`` examples never trained on), without the
 regularisation term: at step 0, every ``flow.every`` steps, at ``flow.points`` evenly spaced
 points of training (the 11 points over which Tessera et al. average EGF), and just before and
-after every mask update. Metrics land in the store as ``flow/<measure>`` per step (per layer as
+after every k-th mask update (``flow.around_updates``; 1 = every update). Metrics land in the
+store as ``flow/<measure>`` per step (per layer as
 ``flow/grad_l2/<layer>``) and ``flow_update/{before,after,delta}/<measure>`` at mask updates;
 the summary gets the means over the evenly spaced points (``egf_l1_mean11`` ...).
 """
@@ -35,7 +36,7 @@ class FlowCallback(Callback):
     name = "flow"
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, *, every: int, total_steps: int,
-                 points: int = 11, around_updates: bool = True, per_layer: bool = True,
+                 points: int = 11, around_updates: int = 1, per_layer: bool = True,
                  per_active: bool = False, mode: str = "train") -> None:
         self.x, self.y = x, y
         self.every = every
@@ -73,7 +74,7 @@ class FlowCallback(Callback):
     def on_train_start(self, trainer: Any) -> None:
         self._sparsifier = next((c for c in trainer.callbacks
                                  if isinstance(c, SparsifierCallback)), None)
-        if self._sparsifier is not None and self.around_updates:
+        if self._sparsifier is not None and self.around_updates > 0:
             self._sparsifier.listeners.append(self._on_update)
         if trainer.step == 0:
             self._record(trainer)
@@ -83,6 +84,11 @@ class FlowCallback(Callback):
             self._record(trainer)
 
     def _on_update(self, phase: str, trainer: Any) -> None:
+        assert self._sparsifier is not None
+        done = self._sparsifier.sparsifier.updates  # updates completed so far
+        index = done if phase == "before" else done - 1
+        if index % self.around_updates:
+            return
         m = self.measure(trainer, per_layer=False)
         vals = {k: m[k] for k in UPDATE_MEASURES}
         rows = {f"flow_update/{phase}/{k}": v for k, v in vals.items()}
@@ -91,7 +97,7 @@ class FlowCallback(Callback):
         else:
             rows.update({f"flow_update/delta/{k}": v - self._before[k] for k, v in vals.items()
                          if k in self._before})
-        trainer.log(trainer.step if phase == "after" else trainer.step, rows)
+        trainer.log(trainer.step, rows)
 
     def on_train_end(self, trainer: Any, summary: dict[str, Any]) -> None:
         if not self.at_points:

@@ -63,40 +63,41 @@ def norms_from_gradients(
     per_layer: bool = True,
     per_active: bool = False,
 ) -> dict[str, float]:
-    """The measures of this module from precomputed dense gradients (see module docstring)."""
+    """The measures of this module from precomputed dense gradients (see module docstring).
+
+    Per-tensor norms come from ``torch._foreach_norm`` (one pass per norm, accumulated in the
+    gradients' dtype by torch's reduction), combined in float64.
+    """
     masks = masks or {}
-    out: dict[str, float] = {}
-    l1 = l2sq = u1 = u2sq = 0.0
-    layer_l1: list[float] = []
-    layer_l2: list[float] = []
-    act_l1: list[float] = []
-    act_l2: list[float] = []
-    for name, g in grads.items():
-        g64 = g.double()
-        u1 += float(g64.abs().sum())
-        u2sq += float((g64 * g64).sum())
-        m = masks.get(name)
-        gm = g64 * m if m is not None else g64
-        n1, n2sq = float(gm.abs().sum()), float((gm * gm).sum())
-        l1 += n1
-        l2sq += n2sq
-        if name in weight_names:
-            n2 = n2sq ** 0.5
-            layer_l1.append(n1)
-            layer_l2.append(n2)
-            if per_layer:
-                out[f"grad_l1/{name}"] = n1
-                out[f"grad_l2/{name}"] = n2
-            active = int(m.sum()) if m is not None else g.numel()
+    names = list(grads)
+    raw = [grads[n] for n in names]
+    masked = [g * masks[n] if n in masks else g for n, g in zip(names, raw, strict=True)]
+    with torch.no_grad():
+        norms = torch.stack([torch.stack(torch._foreach_norm(t, o)).double()
+                             for t in (raw, masked) for o in (1, 2)]).tolist()
+    u1, u2, m1, m2 = norms
+    out: dict[str, float] = {
+        "grad_l1": sum(m1), "grad_l2": sum(v * v for v in m2) ** 0.5,
+        "grad_unmasked_l1": sum(u1), "grad_unmasked_l2": sum(v * v for v in u2) ** 0.5,
+    }
+    layer_l1, layer_l2, act_l1, act_l2 = [], [], [], []
+    weights = set(weight_names)
+    for i, name in enumerate(names):
+        if name not in weights:
+            continue
+        layer_l1.append(m1[i])
+        layer_l2.append(m2[i])
+        if per_layer:
+            out[f"grad_l1/{name}"] = m1[i]
+            out[f"grad_l2/{name}"] = m2[i]
+        if per_active:
+            m = masks.get(name)
+            active = int(m.sum()) if m is not None else raw[i].numel()
             if active:
-                act_l1.append(n1 / active)
-                act_l2.append(n2 / active)
-    out.update({
-        "grad_l1": l1, "grad_l2": l2sq ** 0.5,
-        "grad_unmasked_l1": u1, "grad_unmasked_l2": u2sq ** 0.5,
-        "egf_l1": sum(layer_l1) / max(1, len(layer_l1)),
-        "egf_l2": sum(layer_l2) / max(1, len(layer_l2)),
-    })
+                act_l1.append(m1[i] / active)
+                act_l2.append(m2[i] / active)
+    out["egf_l1"] = sum(layer_l1) / max(1, len(layer_l1))
+    out["egf_l2"] = sum(layer_l2) / max(1, len(layer_l2))
     if per_active:
         out["egf_l1_per_active"] = sum(act_l1) / max(1, len(act_l1))
         out["egf_l2_per_active"] = sum(act_l2) / max(1, len(act_l2))
