@@ -98,9 +98,9 @@ def resolve_endpoint(spec: str, store: Store, data_cache: dict[str, Any] | None 
 
 def dataset_for(cfg: Config, data_cache: dict[str, Any]) -> Any:
     """The dataset of a run's config, loaded once per (dataset, held-out, size) in the cache."""
-    from sparseflow.experiment.run import load_data
+    from sparseflow.experiment.run import heldout_sizes, load_data
 
-    key = f"{cfg.dataset}:{cfg.data.heldout}:{cfg.data.n_train}"
+    key = f"{cfg.dataset}:{heldout_sizes(cfg)}:{cfg.data.n_train}"
     if key not in data_cache:
         data_cache[key] = load_data(cfg)
     return data_cache[key]

@@ -61,6 +61,15 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def heldout_sizes(cfg: Config) -> tuple[int, ...]:
+    """The held-out batches to carve: one for measurement, and a second one for RigL's
+    growth when ``sparse.grow_batch=heldout`` (Evci et al. 2022 use two separate batches)."""
+    if not cfg.data.heldout:
+        return ()
+    second = cfg.method in ("rigl", "rigl_inverted") and cfg.sparse.grow_batch == "heldout"
+    return (cfg.data.heldout,) * (2 if second else 1)
+
+
 def load_data(cfg: Config) -> Dataset:
     """The dataset named by the config, with its held-out batch."""
     kw: dict[str, Any] = {}
@@ -72,7 +81,7 @@ def load_data(cfg: Config) -> Dataset:
         cfg.dataset,
         root=cfg.data.root,
         download=cfg.data.download,
-        heldout=(cfg.data.heldout,) if cfg.data.heldout else (),
+        heldout=heldout_sizes(cfg),
         augment=cfg.data.augment,
         **kw,
     )
