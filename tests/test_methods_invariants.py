@@ -39,6 +39,8 @@ from sparseflow.methods import (
 )
 from sparseflow.sparsity import layer_counts, select_weights
 
+MASKING = ("auto", "grads", "weights", "both")
+
 PROPERTY = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SMALL = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -166,14 +168,14 @@ class Setup:
     update_every: int = 1
     drop_fraction: float = 0.3
     drop_schedule: str = "constant"
-    mask_grads: bool = True
+    masking: str = "auto"
     exclude_dropped: bool = False
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"sparsity": self.sparsity, "distribution": self.distribution,
-                              "seed": self.seed, "mask_grads": self.mask_grads}
+                              "seed": self.seed, "masking": self.masking}
         if self.method in DYNAMIC:
             kw.update(t_end=self.steps, update_every=self.update_every,
                       drop_fraction=self.drop_fraction, drop_schedule=self.drop_schedule,
@@ -206,7 +208,7 @@ def setups(draw: st.DrawFn, methods: tuple[str, ...] = ("static", *DYNAMIC),
         update_every=draw(st.integers(1, 5)),
         drop_fraction=draw(st.floats(0.05, 0.6)),
         drop_schedule=draw(st.sampled_from(("constant", "cosine"))),
-        mask_grads=draw(st.booleans()),
+        masking=draw(st.sampled_from(MASKING)),
         exclude_dropped=draw(st.booleans()),
         seed=draw(st.integers(0, 2**16)),
     )
@@ -253,7 +255,8 @@ def gradual_setups(draw: st.DrawFn) -> tuple[Setup, dict[str, Any]]:
     cfg = Setup(spec=spec, method="gradual", sparsity=final,
                 distribution=draw(st.sampled_from(DISTRIBUTIONS)),
                 optimizer=draw(st.sampled_from(tuple(OPTIMIZERS))), steps=t_end + 3,
-                mask_grads=draw(st.booleans()), seed=draw(st.integers(0, 2**16)), extra=extra)
+                masking=draw(st.sampled_from(MASKING)), seed=draw(st.integers(0, 2**16)),
+                extra=extra)
     return cfg, extra
 
 
@@ -319,7 +322,7 @@ def test_masked_weights_are_exactly_zero_after_every_step(cfg: Setup) -> None:
         assert_masked_zero(sp, f"after optimizer.step() {t}")
         sp.step()
         assert_masked_zero(sp, f"after sparsifier.step() {t}")
-        if cfg.mask_grads:  # no optimiser state accumulates at masked positions
+        if sp.masking in ("grads", "both"):  # no optimiser state accumulates at masked positions
             for name, p in sp.params.items():
                 for key, s in shaped_state(opt, p).items():
                     off = s[~sp.masks[name]]

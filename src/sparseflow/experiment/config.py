@@ -152,9 +152,11 @@ class SparseConfig:
     init_gain2: float = field(
         2.0, low=0.0, low_open=True, help="init=sparse: variance gain^2 / fan (2 = He/ReLU)."
     )
-    mask_grads: bool = field(
-        True, hash=False, help="Also zero masked gradients before each step (weights are "
-        "zeroed after it either way; the trained numbers are the same)."
+    masking: str = field(
+        "auto", choices=("auto", "grads", "weights", "both"), hash=False,
+        help="How masked weights stay zero: zero their gradients before the step, zero the "
+        "weights after it, or both; auto = gradients only where that is exact (torch's SGD, "
+        "Adam, AdamW, RMSprop, Adagrad...). The trained numbers are the same.",
     )
     mask: str = field(
         "random", help="static/scratch mask: 'random' (the distribution), 'pruned' (the final "

@@ -88,7 +88,7 @@ def _common(cfg: Config) -> dict[str, Any]:
     opts = {"mode": s.init_mode, "distribution": s.init_distribution, "gain2": s.init_gain2}
     return {**_selection(cfg), "sparsity": cfg.sparsity, "distribution": cfg.distribution,
             "init": cfg.init, "init_opts": opts if cfg.init == "sparse" else None,
-            "mask_grads": s.mask_grads, "seed": cfg.seed}
+            "masking": s.masking, "seed": cfg.seed}
 
 
 def _frac_step(fraction: float, total: int) -> int:

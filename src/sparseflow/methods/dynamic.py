@@ -83,16 +83,14 @@ class SET(Sparsifier):
         self.prepare_scores()
         for name, p in self.params.items():
             mask = self.masks[name]
-            n_active = int(mask.sum())
+            n_active = int(torch.count_nonzero(mask))
             k = math.floor(alpha * n_active)
+            if self.exclude_dropped:  # fewer free positions than drops: grow what fits
+                k = min(k, mask.numel() - n_active)
             if k == 0:
                 continue
             keep = keep_top(p.detach().abs(), mask, n_active - k)
             eligible = ~mask if self.exclude_dropped else ~keep
-            if int(eligible.sum()) < k:  # fewer free positions than drops: grow what fits
-                k = int(eligible.sum())
-                keep = keep_top(p.detach().abs(), mask, n_active - k)
-                eligible = ~mask if self.exclude_dropped else ~keep
             grow = keep_top(self.grow_scores(name, p), eligible, k)
             self.replace_mask(name, keep | grow, zero=grow)
         return {"drop_fraction": alpha}

@@ -5,11 +5,13 @@ Imports only torch, numpy and the standard library.
 
 from .distributions import DISTRIBUTIONS, layer_counts, layer_densities, raw_density
 from .init import initialize_, liu_scale_, sparse_init_, sparse_variance, unit_fans
-from .masks import MaskSet, topk_mask
+from .masks import GRADS_ONLY_EXACT, MaskSet, grads_only_is_exact, topk_mask
 from .optim_state import INITIAL_STATE, reset_optimizer_state
 from .selection import SPARSIFIABLE_TYPES, default_weight_names, select_weights
 
 __all__ = [
+    "GRADS_ONLY_EXACT",
+    "grads_only_is_exact",
     "DISTRIBUTIONS",
     "INITIAL_STATE",
     "SPARSIFIABLE_TYPES",
