@@ -57,6 +57,7 @@ def _worker(rank: int, world: int, port: int, method: str, out: str) -> None:
         with open(out, "w") as fh:
             json.dump({"masks": same_masks, "weights": same_w, "updates": s.updates,
                        "nnz": int(flat_masks.sum())}, fh)
+    dist.barrier()  # no rank tears gloo down while another still talks to it
     dist.destroy_process_group()
 
 

@@ -156,6 +156,11 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr if args.json else sys.stdout)
     summary = execute(cfg, root=args.root, progress=not args.no_progress, echo=echo,
                       force=args.force)
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.barrier()  # no rank tears the process group down while another still uses it
+        tdist.destroy_process_group()
     if not main_rank:
         pass
     elif args.json:
