@@ -48,7 +48,12 @@ def keep_top(scores: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tens
     the lower flat index, as in ``sparsity.topk_mask``): deterministic, and cheap when few
     positions are eligible (e.g. the active 10% of a 90%-sparse layer).
     """
-    idx = eligible.reshape(-1).nonzero().squeeze(1)
+    flat = eligible.reshape(-1)
+    n_eligible = int(torch.count_nonzero(flat))
+    if 4 * n_eligible > flat.numel():  # mostly eligible: mask the rest with -inf instead
+        s = scores.detach().reshape(-1).float().masked_fill(~flat, float("-inf"))
+        return topk_mask(s, k).view(eligible.shape)
+    idx = flat.nonzero().squeeze(1)
     chosen = topk_mask(scores.detach().reshape(-1)[idx], k)
     out = torch.zeros(eligible.numel(), dtype=torch.bool, device=eligible.device)
     out[idx[chosen]] = True
@@ -141,7 +146,9 @@ class Sparsifier:
         # masked positions start with zero optimiser state (the grads-only rule relies on it)
         for name, m in self.masks.masks.items():
             reset_optimizer_state(optimizer, self.params[name], ~m)
-        self._handles = [optimizer.register_step_pre_hook(self._pre_step)]
+        # only methods that look at gradients before they are masked (RigL) need this hook
+        overridden = type(self)._pre_step is not Sparsifier._pre_step
+        self._handles = [optimizer.register_step_pre_hook(self._pre_step)] if overridden else []
         self.masks.attach(optimizer, mask_grads=masking in ("grads", "both"),
                           mask_weights=masking in ("weights", "both"))
 
@@ -196,16 +203,17 @@ class Sparsifier:
         out: dict[str, float] = {"sparsity": self.masks.sparsity()}
         total_active = total_grown = total_ever = total = 0
         for name, m in self.masks.masks.items():
-            active = int(m.sum())
+            active = int(torch.count_nonzero(m))
             out[f"density/{name}"] = active / m.numel()
-            ever = int(self.ever_active[name].sum())
+            ever = int(torch.count_nonzero(self.ever_active[name]))
             out[f"ever_active/{name}"] = ever / m.numel()
             total_ever += ever
             total += m.numel()
             total_active += active
             if before is not None:
-                grown = int((m & ~before[name]).sum())
-                dropped = int((before[name] & ~m).sum())
+                changed = m ^ before[name]
+                grown = int(torch.count_nonzero(changed & m))
+                dropped = int(torch.count_nonzero(changed)) - grown
                 out[f"grown/{name}"] = grown
                 out[f"dropped/{name}"] = dropped
                 total_grown += grown

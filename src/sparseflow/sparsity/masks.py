@@ -208,11 +208,15 @@ class MaskSet:
                 p.mul_(self._factor(name, p))
 
     def _mask_grads(self, names: list[str]) -> None:
-        with torch.no_grad():
-            for name in names:
-                p = self._params[name]
-                if p.grad is not None:
-                    p.grad.mul_(self._factor(name, p))
+        grads, factors = [], []
+        for name in names:
+            p = self._params[name]
+            if p.grad is not None:
+                grads.append(p.grad)
+                factors.append(self._factor(name, p))
+        if grads:
+            with torch.no_grad():
+                torch._foreach_mul_(grads, factors)  # one dispatch for every layer
 
     def apply_(self) -> MaskSet:
         """W_l <- W_l * M_l in place for every layer (no autograd). Returns self."""
