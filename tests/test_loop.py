@@ -131,3 +131,20 @@ def test_denormal_flushing_is_scoped_to_the_run(root):
     assert not denormals_flushed()
     execute(load_config(None, SMALL + ["train.duration=2it"]), root=root, progress=False)
     assert not denormals_flushed()  # the process is left as it was
+
+
+def test_memory_recorder_leaves_the_store_alone_until_replayed(root, tmp_path):
+    from sparseflow.experiment.recorder import MemoryRecorder
+
+    cfg = load_config(None, SMALL)
+    rec = MemoryRecorder()
+    s = execute(cfg, root=root, progress=False, recorder=rec)
+    with Store(root / "sparseflow.db") as st:
+        assert st.get_run(s["run_id"]) is None and not st.metrics(s["run_id"])
+        MemoryRecorder.replay(rec.events, st)
+        MemoryRecorder.replay(rec.events, st)  # a replay after a retry adds nothing
+        got = st.metrics(s["run_id"])
+        assert st.get_run(s["run_id"])["status"] == "finished"
+    direct = execute(cfg, root=tmp_path / "direct", progress=False)
+    with Store(tmp_path / "direct" / "sparseflow.db") as st:
+        assert st.metrics(direct["run_id"]) == got

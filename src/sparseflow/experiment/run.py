@@ -24,6 +24,7 @@ from sparseflow.experiment.distributed import dist_info, ensure_process_group, w
 from sparseflow.experiment.flow_callback import FlowCallback
 from sparseflow.experiment.loop import Diverged, Trainer
 from sparseflow.experiment.optim import build_optimizer
+from sparseflow.experiment.recorder import Recorder, StoreRecorder
 from sparseflow.experiment.sparse import SparsifierCallback, build_sparsifier, small_dense_widths
 from sparseflow.experiment.store import Store
 from sparseflow.experiment.typed import to_dict
@@ -140,8 +141,14 @@ def execute(
     echo: Callable[[str], None] | None = None,
     force: bool = False,
     callbacks: list[Callback] | None = None,
+    recorder: Recorder | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume, or skip if finished) the training run ``cfg``; returns its summary."""
+    """Run (or resume, or skip if finished) the training run ``cfg``; returns its summary.
+
+    ``recorder`` receives the run's life (default: the store under ``root``; a sweep worker
+    passes a :class:`~sparseflow.experiment.recorder.MemoryRecorder`). The store is read to
+    skip finished runs either way.
+    """
     root = Path(root) if root is not None else default_root()
     rid = run_id(cfg)
     with Store(store_path(root)) as store:
@@ -158,6 +165,9 @@ def execute(
         ensure_process_group(dist, device)
         if not dist.main:
             echo = None
+            rec: Recorder = Recorder()
+        else:
+            rec = recorder if recorder is not None else StoreRecorder(store)
         data = load_data(cfg)
         info: dict[str, Any] = {}
         widths = None
@@ -187,7 +197,7 @@ def execute(
 
         trainer = Trainer(
             cfg, model, optimizer, data, device=device, callbacks=cbs, run_dir=rdir,
-            log_fn=(lambda rows: store.log_many(rid, rows)) if dist.main else None,
+            log_fn=lambda rows: rec.log(rid, rows),
             progress=progress and dist.main, echo=echo or (None if dist.main else _silent),
             rank=dist.rank, world=dist.world,
         )
@@ -195,7 +205,7 @@ def execute(
         def run_source(src: Config) -> dict[str, Any]:
             if echo is not None:
                 echo(f"run {rid} needs source run {run_id(src)} ({src.method}, seed {src.seed})")
-            out = execute(src, root=root, progress=progress, echo=echo)
+            out = execute(src, root=root, progress=progress, echo=echo, recorder=recorder)
             if out.get("status") != "finished":
                 raise UserError(f"source run {out.get('run_id')} ended {out.get('status')}")
             return out
@@ -216,8 +226,7 @@ def execute(
                 per_active=f.per_active, mode=f.mode))
         torch.manual_seed(cfg.seed)  # the same global RNG state whether sources ran or not
         trainer.model = wrap(model, dist, device)
-        if dist.main:
-            store.start_run(rid, to_dict(cfg))
+        rec.start(rid, to_dict(cfg))
         head = {"run_id": rid, "method": cfg.method, "dataset": cfg.dataset,
                 "model": cfg.model, "seed": cfg.seed}
         try:
@@ -230,8 +239,7 @@ def execute(
                 summary = trainer.fit()
         except KeyboardInterrupt:
             trainer.save()
-            if dist.main:
-                store.set_status(rid, "interrupted")
+            rec.status(rid, "interrupted")
             raise
         except Diverged as d:
             trainer.flush()
@@ -239,21 +247,17 @@ def execute(
                        "steps": d.step, "test_accuracy": None, "test_loss": None,
                        "train_loss": None, "wall_seconds": round(trainer.elapsed(), 3),
                        "checkpoint": str(trainer.last_checkpoint)}
-            if dist.main:
-                store.finish_run(rid, "diverged", summary)
+            rec.finish(rid, "diverged", summary)
             return summary
         except BaseException:
             trainer.flush()
-            if dist.main:
-                store.set_status(rid, "failed")
+            rec.status(rid, "failed")
             raise
         summary = {**head, "status": "finished", **info, **summary}
         summary.setdefault("sparsity", 0.0)
-        if dist.main:
-            if trainer.last_checkpoint is not None:
-                store.add_artifact(rid, "checkpoint/final", trainer.last_checkpoint,
-                                   "checkpoint")
-            store.finish_run(rid, "finished", summary)
+        if trainer.last_checkpoint is not None:
+            rec.artifact(rid, "checkpoint/final", trainer.last_checkpoint, "checkpoint")
+        rec.finish(rid, "finished", summary)
         if dist.enabled:
             torch.distributed.barrier()  # the store says finished before any rank returns
         return summary
