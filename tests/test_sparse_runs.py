@@ -142,3 +142,23 @@ def test_mask_checkpoint_with_wrong_shapes(capsys, root):
     err = capsys.readouterr().err
     assert code == 2 and "shape" in err and len(err.strip().splitlines()) == 1
     assert run_id(load_config(None, BASE)) != s["run_id"]
+
+
+def test_two_processes_share_one_source_run(tmp_path):
+    """Two scratch runs started together need the same pruning run: it is trained once."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "sparseflow", "run", "--root", str(tmp_path), "--json",
+            "--no-progress", "--set", *BASE, "data.n_train=4096", "method=static",
+            "sparse.mask=pruned", "threads=1"]
+    procs = [subprocess.Popen(args + [f"seed={s}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for s in (1, 2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
+    needs = [ln for _, err in outs for ln in err.splitlines() if "needs source run" in ln]
+    waited = [ln for _, err in outs for ln in err.splitlines() if "another process" in ln]
+    assert len(needs) == 2 and len(waited) == 1  # the second waited instead of training it too
+    with Store(tmp_path / "sparseflow.db") as st:
+        gradual = [r for r in st.list_runs() if r["method"] == "gradual"]
+    assert len(gradual) == 1 and gradual[0]["status"] == "finished"

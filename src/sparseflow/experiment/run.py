@@ -34,6 +34,33 @@ from sparseflow.models.registry import with_widths
 SUMMARY_KEYS = ("run_id", "status", "method", "dataset", "model", "seed")
 
 
+@contextmanager
+def run_lock(rdir: Path, echo: Callable[[str], None] | None = None) -> Iterator[None]:
+    """An exclusive lock on a run directory, so two processes never train the same run at once.
+
+    A second process (e.g. two scratch runs that both need the same pruning run) waits for the
+    first and then finds the run finished. Ranks of one distributed job share the lock
+    (torchrun sets WORLD_SIZE): only rank 0 takes it.
+    """
+    import fcntl
+
+    if dist_info().enabled and not dist_info().main:
+        yield
+        return
+    rdir.mkdir(parents=True, exist_ok=True)
+    with open(rdir / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if echo is not None:
+                echo(f"run {rdir.name} is being trained by another process; waiting for it")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _silent(msg: str) -> None:
     """Output of ranks other than 0 is dropped."""
 
@@ -151,7 +178,7 @@ def execute(
     """
     root = Path(root) if root is not None else default_root()
     rid = run_id(cfg)
-    with Store(store_path(root)) as store:
+    with Store(store_path(root)) as store, run_lock(run_dir(root, rid), echo):
         existing = store.get_run(rid)
         if existing and existing["status"] == "finished" and not force and existing["summary"]:
             return existing["summary"]

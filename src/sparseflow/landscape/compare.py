@@ -1,0 +1,615 @@
+"""Comparing trained solutions: the lottery-ticket analyses (science.md section 6).
+
+Definitions as implemented by Evci et al. (paper-notes.md sections 1.5-1.6) and Fort et al.:
+
+- parameter distances over a flat vector theta (all compared entries concatenated, float64):
+  L2 distance ``||theta_A - theta_B||_2`` and cosine distance
+  ``1 - <theta_A / ||theta_A||, theta_B / ||theta_B||>`` (between solutions and to the init);
+- disagreement: the fraction of examples whose predicted class (argmax) differs;
+- ``KL(p_A || p_B) = (1/N) sum_n sum_c p_A[n, c] log(p_A[n, c] / p_B[n, c])`` of the softmax
+  distributions, averaged over examples, and the symmetric mean ``(KL(A||B) + KL(B||A)) / 2``;
+- ensemble accuracy: the accuracy of the mean of the members' softmax probabilities;
+- mask overlap: Jaccard ``|A n B| / |A u B|`` of the active sets, pooled over all masked
+  weights and per layer;
+- a 2-D classical (Torgerson) MDS of a pairwise distance matrix.
+
+Everything is a pure function of models, parameter dicts or predictions; nothing trains and no
+model is left changed (``predict_proba`` restores every module's train/eval flag). Imports only
+torch, numpy and the standard library; matplotlib is imported lazily by :func:`plot_mds`.
+
+Parameter dicts are expected to be keyed like ``dict(model.named_parameters())``: pass
+parameters, not ``model.state_dict()`` (whose buffers, e.g. BatchNorm running statistics,
+would otherwise be counted as coordinates of the solution).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Comparison",
+    "accuracy",
+    "compare_models",
+    "comparison_table",
+    "cosine_distance",
+    "disagreement",
+    "ensemble_accuracy",
+    "flat_params",
+    "jaccard",
+    "kl_divergence",
+    "l2_distance",
+    "mds_2d",
+    "pairwise",
+    "plot_mds",
+    "predict_proba",
+    "symmetric_kl",
+]
+
+#: Up to this many models, ``compare_models`` scores every ensemble of size >= 2.
+MAX_SUBSET_MODELS = 8
+
+ParamsLike = Tensor | Mapping[str, Tensor]
+
+
+# --------------------------------------------------------------------------------------------
+# parameter vectors and distances
+# --------------------------------------------------------------------------------------------
+def flat_params(state: Mapping[str, Tensor], names: Sequence[str] | None = None) -> Tensor:
+    """theta = concat_k vec(state[k]) in float64, over ``names`` in the given order.
+
+    ``names=None`` takes every floating-point entry of ``state`` in its iteration order
+    (integer/bool entries such as BatchNorm's ``num_batches_tracked`` are skipped). Callers
+    should pass ``dict(model.named_parameters())``-keyed dicts, not ``state_dict()``s with
+    buffers. A named entry that is missing or not floating raises a one-line ValueError.
+    The result is detached and lives on the device of the first entry.
+    """
+    if names is None:
+        names = [k for k, v in state.items() if torch.is_floating_point(v)]
+    parts: list[Tensor] = []
+    device: torch.device | None = None
+    for k in names:
+        if k not in state:
+            raise ValueError(f"flat_params: no entry {k!r}")
+        v = state[k]
+        if not torch.is_floating_point(v):
+            raise ValueError(f"flat_params: entry {k!r} is not floating point ({v.dtype})")
+        device = v.device if device is None else device
+        parts.append(v.detach().to(device=device, dtype=torch.float64).reshape(-1))
+    if not parts:
+        return torch.zeros(0, dtype=torch.float64)
+    return torch.cat(parts)
+
+
+def _check_same_layout(a: Mapping[str, Tensor], b: Mapping[str, Tensor], what: str) -> None:
+    """Same keys (in any order) and same shapes; one-line ValueError naming the first mismatch."""
+    for k in a:
+        if k not in b:
+            raise ValueError(f"{what}: entry {k!r} is in the first but not in the second")
+        if tuple(a[k].shape) != tuple(b[k].shape):
+            raise ValueError(
+                f"{what}: entry {k!r} has shape {tuple(a[k].shape)} vs {tuple(b[k].shape)}"
+            )
+    for k in b:
+        if k not in a:
+            raise ValueError(f"{what}: entry {k!r} is in the second but not in the first")
+
+
+def _pair_vectors(a: ParamsLike, b: ParamsLike, what: str) -> tuple[Tensor, Tensor]:
+    """Two aligned float64 vectors from two tensors or two parameter dicts."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        _check_same_layout(a, b, what)
+        names = [k for k, v in a.items() if torch.is_floating_point(v)]
+        va, vb = flat_params(a, names), flat_params(b, names)
+    elif isinstance(a, Tensor) and isinstance(b, Tensor):
+        if tuple(a.shape) != tuple(b.shape):
+            raise ValueError(f"{what}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+        va = a.detach().to(torch.float64).reshape(-1)
+        vb = b.detach().to(device=va.device, dtype=torch.float64).reshape(-1)
+    else:
+        raise TypeError(f"{what}: expected two tensors or two parameter dicts")
+    return va, vb.to(va.device)
+
+
+def _l2(va: Tensor, vb: Tensor) -> float:
+    return float(torch.linalg.vector_norm(va - vb))
+
+
+def _cosine(va: Tensor, vb: Tensor) -> float:
+    na, nb = torch.linalg.vector_norm(va), torch.linalg.vector_norm(vb)
+    if float(na) == 0.0 or float(nb) == 0.0:
+        raise ValueError("cosine distance is undefined for a zero vector")
+    cos = float(torch.dot(va / na, vb / nb))
+    return 1.0 - min(1.0, max(-1.0, cos))
+
+
+def l2_distance(a: ParamsLike, b: ParamsLike) -> float:
+    """||theta_a - theta_b||_2 of two tensors or two parameter dicts (float64).
+
+    Dicts must have the same keys and shapes (one-line ValueError naming the first mismatch);
+    their floating entries are compared (see :func:`flat_params`).
+    """
+    return _l2(*_pair_vectors(a, b, "l2_distance"))
+
+
+def cosine_distance(a: ParamsLike, b: ParamsLike) -> float:
+    """1 - <theta_a / ||theta_a||, theta_b / ||theta_b||>, in [0, 2] (float64).
+
+    Same inputs and checks as :func:`l2_distance`; a zero vector raises ValueError.
+    """
+    return _cosine(*_pair_vectors(a, b, "cosine_distance"))
+
+
+# --------------------------------------------------------------------------------------------
+# predictions
+# --------------------------------------------------------------------------------------------
+def predict_proba(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
+    """softmax(model(x)) row by row: an (N, C) float64 tensor on the CPU.
+
+    Runs in eval mode under ``torch.no_grad()`` in batches of ``batch_size`` on the device of
+    the model's first parameter (or buffer), then restores every submodule's train/eval flag.
+    The softmax is taken in float64 of the logits. The model must return (batch, C) logits.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(x) == 0:
+        raise ValueError("predict_proba: x is empty")
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    first = next(tensors, None)
+    device = first.device if first is not None else x.device
+    flags = [(m, m.training) for m in model.modules()]
+    out: list[Tensor] = []
+    try:
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(x), batch_size):
+                logits = model(x[start:start + batch_size].to(device))
+                if logits.dim() != 2:
+                    raise ValueError(
+                        f"predict_proba: the model returned shape {tuple(logits.shape)}, "
+                        "expected (batch, classes)"
+                    )
+                out.append(torch.softmax(logits.detach().to(torch.float64), dim=1).cpu())
+    finally:
+        for m, was in flags:
+            m.training = was
+    return torch.cat(out)
+
+
+def _check_probs(p: Tensor, name: str) -> None:
+    if p.dim() != 2 or p.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty (N, C) tensor, got {tuple(p.shape)}")
+
+
+def _check_pair(p_a: Tensor, p_b: Tensor) -> None:
+    _check_probs(p_a, "p_a")
+    _check_probs(p_b, "p_b")
+    if p_a.shape != p_b.shape:
+        raise ValueError(f"shapes differ: {tuple(p_a.shape)} vs {tuple(p_b.shape)}")
+
+
+def _predicted(p: Tensor, name: str) -> Tensor:
+    """Class indices: argmax over dim 1 of (N, C) probabilities, or (N,) indices as given."""
+    if p.dim() == 1 and not torch.is_floating_point(p):
+        return p
+    _check_probs(p, name)
+    return p.argmax(dim=1)
+
+
+def disagreement(p_a: Tensor, p_b: Tensor) -> float:
+    """(1/N) sum_n [argmax_c p_a[n, c] != argmax_c p_b[n, c]].
+
+    Inputs are (N, C) probability (or logit) tensors; (N,) integer class predictions are also
+    accepted. Ties in argmax go to the lowest class index (torch's rule).
+    """
+    a, b = _predicted(p_a, "p_a"), _predicted(p_b, "p_b")
+    if a.shape != b.shape or a.numel() == 0:
+        raise ValueError(f"disagreement: {tuple(a.shape)} vs {tuple(b.shape)} predictions")
+    return float((a.cpu() != b.cpu()).double().mean())
+
+
+def kl_divergence(p_a: Tensor, p_b: Tensor, eps: float = 1e-12) -> float:
+    """KL(p_a || p_b) = (1/N) sum_n sum_c p_a log(max(p_a, eps) / max(p_b, eps)), in nats.
+
+    Inputs are (N, C) probability tensors (rows summing to 1). A zero p_a contributes 0; eps
+    keeps a zero p_b finite (it then costs up to log(1/eps) ~ 27.6 nats per unit of p_a).
+    """
+    _check_pair(p_a, p_b)
+    a = p_a.detach().to(torch.float64).cpu()
+    b = p_b.detach().to(torch.float64).cpu()
+    terms = a * (a.clamp_min(eps).log() - b.clamp_min(eps).log())
+    return float(terms.sum(dim=1).mean())
+
+
+def symmetric_kl(p_a: Tensor, p_b: Tensor, eps: float = 1e-12) -> float:
+    """(KL(p_a || p_b) + KL(p_b || p_a)) / 2 (see :func:`kl_divergence`)."""
+    return 0.5 * (kl_divergence(p_a, p_b, eps) + kl_divergence(p_b, p_a, eps))
+
+
+def accuracy(p: Tensor, y: Tensor) -> float:
+    """(1/N) sum_n [argmax_c p[n, c] == y[n]] for (N, C) scores and (N,) integer labels."""
+    _check_probs(p, "p")
+    y = torch.as_tensor(y).reshape(-1)
+    if y.shape[0] != p.shape[0]:
+        raise ValueError(f"accuracy: {p.shape[0]} predictions vs {y.shape[0]} labels")
+    return float((p.argmax(dim=1).cpu() == y.cpu()).double().mean())
+
+
+def ensemble_accuracy(probs: Sequence[Tensor], y: Tensor) -> float:
+    """accuracy(p_bar, y) with p_bar = (1/M) sum_m p_m, the mean of the softmax probabilities.
+
+    All members must have the same (N, C) shape. A single member gives its own accuracy.
+    """
+    if len(probs) == 0:
+        raise ValueError("ensemble_accuracy: no members")
+    first = probs[0]
+    _check_probs(first, "probs[0]")
+    total = torch.zeros(first.shape, dtype=torch.float64)
+    for i, p in enumerate(probs):
+        if p.shape != first.shape:
+            raise ValueError(
+                f"ensemble_accuracy: probs[{i}] has shape {tuple(p.shape)}, "
+                f"expected {tuple(first.shape)}"
+            )
+        total += p.detach().to(torch.float64).cpu()
+    return accuracy(total / len(probs), y)
+
+
+# --------------------------------------------------------------------------------------------
+# masks
+# --------------------------------------------------------------------------------------------
+def _as_mask_dict(masks: Any, what: str) -> dict[str, Tensor]:
+    """{name: bool tensor} from a dict or any mapping-like object (e.g. ``MaskSet``)."""
+    try:
+        return {str(k): torch.as_tensor(masks[k]).detach().bool().cpu() for k in masks}
+    except (TypeError, KeyError) as exc:
+        raise TypeError(f"{what}: expected a mapping of layer names to bool masks") from exc
+
+
+def jaccard(masks_a: Any, masks_b: Any) -> tuple[float, dict[str, float]]:
+    """Mask overlap J(A, B) = |A n B| / |A u B| of the active (True) positions.
+
+    Returns (pooled, per_layer): pooled = sum_l |A_l n B_l| / sum_l |A_l u B_l| over all
+    layers (not the mean of the per-layer values), and per_layer[l] = |A_l n B_l| / |A_l u B_l|.
+    An empty union gives 1.0 (two empty masks are identical). Both arguments are dicts of
+    bool masks keyed by layer (a ``MaskSet`` works too) with the same keys and shapes
+    (one-line ValueError naming the first mismatch).
+    """
+    a, b = _as_mask_dict(masks_a, "masks_a"), _as_mask_dict(masks_b, "masks_b")
+    _check_same_layout(a, b, "jaccard")
+    inter_total = union_total = 0
+    per_layer: dict[str, float] = {}
+    for k in a:
+        inter = int((a[k] & b[k]).sum())
+        union = int((a[k] | b[k]).sum())
+        per_layer[k] = inter / union if union else 1.0
+        inter_total += inter
+        union_total += union
+    pooled = inter_total / union_total if union_total else 1.0
+    return pooled, per_layer
+
+
+# --------------------------------------------------------------------------------------------
+# matrices and MDS
+# --------------------------------------------------------------------------------------------
+def pairwise(items: Sequence[Any], fn: Callable[[Any, Any], float]) -> np.ndarray:
+    """M[i, j] = M[j, i] = fn(items[i], items[j]) for i < j, M[i, i] = 0 (float64, n x n).
+
+    fn is called once per unordered pair, so it is meant for symmetric measures.
+    """
+    n = len(items)
+    out = np.zeros((n, n), dtype=np.float64)
+    for i in range(n):
+        for j in range(i + 1, n):
+            out[i, j] = out[j, i] = float(fn(items[i], items[j]))
+    return out
+
+
+def mds_2d(distances: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Classical (Torgerson) MDS of an n x n distance matrix D into 2-D: an (n, 2) array.
+
+    B = -1/2 J D^2 J with J = I - 11^T / n (double centring of the squared distances);
+    with B's two largest eigenvalues l_1 >= l_2 and unit eigenvectors v_1, v_2 (numpy
+    ``eigh``), X[:, k] = v_k sqrt(max(l_k, 0)). When D is Euclidean of rank <= 2 (points in a
+    plane) the distances between the rows of X equal D exactly (up to rounding); otherwise X
+    is the best rank-2 fit of B. The result is centred at the origin.
+
+    Sign convention (deterministic): each axis is flipped so that its coordinate of largest
+    absolute value (the first such index on a tie) is positive. An axis with a non-positive
+    eigenvalue (e.g. n <= 2 for the second axis) is all zeros. ``seed`` is accepted for
+    API symmetry with iterative MDS and unused: the classical solution has no randomness.
+    """
+    del seed
+    d = np.asarray(distances, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"mds_2d: distances must be a square matrix, got shape {d.shape}")
+    if not np.all(np.isfinite(d)):
+        raise ValueError("mds_2d: distances must be finite")
+    scale = max(float(np.abs(d).max(initial=0.0)), 1.0)
+    if not np.allclose(d, d.T, rtol=0.0, atol=1e-9 * scale):
+        raise ValueError("mds_2d: distances must be symmetric")
+    if np.any(d < -1e-12 * scale):
+        raise ValueError("mds_2d: distances must be non-negative")
+    n = d.shape[0]
+    if n == 0:
+        return np.zeros((0, 2))
+    d = 0.5 * (d + d.T)
+    np.fill_diagonal(d, 0.0)
+    sq = d * d
+    # double centring B = -1/2 J D^2 J, written without forming J
+    b = -0.5 * (sq - sq.mean(axis=0, keepdims=True) - sq.mean(axis=1, keepdims=True) + sq.mean())
+    b = 0.5 * (b + b.T)
+    vals, vecs = np.linalg.eigh(b)  # ascending
+    order = np.argsort(vals)[::-1][:2]
+    coords = np.zeros((n, 2), dtype=np.float64)
+    tol = 1e-12 * max(float(np.abs(vals).max(initial=0.0)), 1e-300)
+    for axis, idx in enumerate(order):
+        lam = float(vals[idx])
+        if lam <= tol:
+            continue
+        col = vecs[:, idx] * math.sqrt(lam)
+        pivot = int(np.argmax(np.abs(col)))
+        if col[pivot] < 0:
+            col = -col
+        coords[:, axis] = col
+    return coords
+
+
+# --------------------------------------------------------------------------------------------
+# comparing models
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Comparison:
+    """The pairwise comparison of n models on one evaluation set (see :func:`compare_models`).
+
+    Matrices are n x n float64 in the order of ``labels``. ``l2``, ``cosine``,
+    ``disagreement`` and ``sym_kl`` are symmetric with zero diagonals; ``kl[i, j] =
+    KL(p_i || p_j)`` is not symmetric. ``jaccard`` holds the pooled mask overlap (diagonal 1)
+    or None when any model has no masks (dense). ``l2_to_init`` / ``cosine_to_init`` are
+    None for a model without an init. ``mds`` is the (n, 2) classical MDS of ``l2``.
+    ``ensembles`` maps sorted index tuples to the ensemble accuracy: every subset of size >= 2
+    when n <= 8 (2^n - n - 1 subsets), otherwise only the ensemble of all models.
+    """
+
+    labels: list[str]
+    l2: np.ndarray
+    cosine: np.ndarray
+    disagreement: np.ndarray
+    kl: np.ndarray
+    sym_kl: np.ndarray
+    accuracy: list[float]
+    jaccard: np.ndarray | None
+    l2_to_init: list[float | None]
+    cosine_to_init: list[float | None]
+    mds: np.ndarray
+    ensembles: dict[tuple[int, ...], float] = field(default_factory=dict)
+
+
+def _param_layout(model: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    return [(n, tuple(p.shape)) for n, p in model.named_parameters()]
+
+
+def _check_architectures(models: Sequence[nn.Module]) -> None:
+    """All models have model 0's parameter names and shapes, in order; one-line ValueError."""
+    ref = _param_layout(models[0])
+    ref_map = dict(ref)
+    for i, m in enumerate(models[1:], start=1):
+        lay = _param_layout(m)
+        if lay == ref:
+            continue
+        got = dict(lay)
+        for name, shape in ref:
+            if name not in got:
+                raise ValueError(
+                    f"different architectures: model {i} has no parameter {name!r} of model 0"
+                )
+            if got[name] != shape:
+                raise ValueError(
+                    f"different architectures: parameter {name!r} has shape {got[name]} in "
+                    f"model {i} vs {shape} in model 0"
+                )
+        for name, _ in lay:
+            if name not in ref_map:
+                raise ValueError(
+                    f"different architectures: model {i} has parameter {name!r} not in model 0"
+                )
+        raise ValueError(f"different architectures: model {i} orders its parameters differently")
+
+
+def _init_vector(init: Any, names: list[str], shapes: dict[str, tuple[int, ...]], i: int) -> Tensor:
+    """theta_0 of model i from an init dict (extra keys ignored) or an nn.Module."""
+    if isinstance(init, nn.Module):
+        init = dict(init.named_parameters())
+    if not isinstance(init, Mapping):
+        raise TypeError(f"inits[{i}]: expected a parameter dict, an nn.Module or None")
+    for n in names:
+        if n not in init:
+            raise ValueError(f"inits[{i}]: no entry {n!r}")
+        if tuple(init[n].shape) != shapes[n]:
+            raise ValueError(
+                f"inits[{i}]: entry {n!r} has shape {tuple(init[n].shape)}, expected {shapes[n]}"
+            )
+    return flat_params(init, names).cpu()
+
+
+def _per_model(values: Sequence[Any] | None, n: int, what: str) -> list[Any]:
+    if values is None:
+        return [None] * n
+    values = list(values)
+    if len(values) != n:
+        raise ValueError(f"{what}: {len(values)} entries for {n} models")
+    return values
+
+
+def compare_models(
+    models: Sequence[nn.Module],
+    x: Tensor,
+    y: Tensor,
+    *,
+    labels: Sequence[str] | None = None,
+    masks: Sequence[Any | None] | None = None,
+    inits: Sequence[Mapping[str, Tensor] | nn.Module | None] | None = None,
+    batch_size: int = 1000,
+) -> Comparison:
+    """Compare n >= 1 models on (x, y): parameter distances, predictions, ensembles, masks.
+
+    The parameters compared are ``model.named_parameters()`` (every parameter, biases and
+    normalisation scales included; buffers are not), flattened in float64. All models must
+    have identical parameter names and shapes (one-line ValueError "different architectures:
+    ..." naming the first mismatch). ``labels`` default to ``model0``, ``model1``, ...
+    ``masks[i]`` is model i's ``{layer: bool mask}`` dict (or ``MaskSet``), None for a dense
+    model; ``inits[i]`` its parameters at initialisation (a parameter dict, a state dict whose
+    extra entries are ignored, or a module), None when unknown. Predictions are
+    :func:`predict_proba` in eval mode; the models are left unchanged.
+    """
+    models = list(models)
+    n = len(models)
+    if n == 0:
+        raise ValueError("compare_models: no models")
+    _check_architectures(models)
+    labels = [f"model{i}" for i in range(n)] if labels is None else [str(s) for s in labels]
+    if len(labels) != n:
+        raise ValueError(f"labels: {len(labels)} labels for {n} models")
+    masks_l = _per_model(masks, n, "masks")
+    inits_l = _per_model(inits, n, "inits")
+    y = torch.as_tensor(y).reshape(-1).cpu()
+    if len(y) != len(x):
+        raise ValueError(f"compare_models: {len(x)} inputs vs {len(y)} labels")
+
+    names = [name for name, _ in models[0].named_parameters()]
+    shapes = dict(_param_layout(models[0]))
+    thetas = [flat_params(dict(m.named_parameters()), names).cpu() for m in models]
+    probs = [predict_proba(m, x, batch_size) for m in models]
+    idx = list(range(n))
+
+    l2 = pairwise(idx, lambda i, j: _l2(thetas[i], thetas[j]))
+    cosine = pairwise(idx, lambda i, j: _cosine(thetas[i], thetas[j]))
+    dis = pairwise(idx, lambda i, j: disagreement(probs[i], probs[j]))
+    kl = np.zeros((n, n), dtype=np.float64)
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                kl[i, j] = kl_divergence(probs[i], probs[j])
+    sym = 0.5 * (kl + kl.T)
+
+    jac: np.ndarray | None = None
+    if all(m is not None for m in masks_l):
+        jac = pairwise(idx, lambda i, j: jaccard(masks_l[i], masks_l[j])[0])
+        np.fill_diagonal(jac, 1.0)
+
+    l2_init: list[float | None] = []
+    cos_init: list[float | None] = []
+    for i, init in enumerate(inits_l):
+        if init is None:
+            l2_init.append(None)
+            cos_init.append(None)
+            continue
+        theta0 = _init_vector(init, names, shapes, i)
+        l2_init.append(_l2(thetas[i], theta0))
+        cos_init.append(_cosine(thetas[i], theta0))
+
+    if n <= MAX_SUBSET_MODELS:
+        subsets = [s for k in range(2, n + 1) for s in itertools.combinations(idx, k)]
+    else:
+        subsets = [tuple(idx)]
+    ensembles = {s: ensemble_accuracy([probs[i] for i in s], y) for s in subsets}
+
+    return Comparison(
+        labels=labels,
+        l2=l2,
+        cosine=cosine,
+        disagreement=dis,
+        kl=kl,
+        sym_kl=sym,
+        accuracy=[accuracy(p, y) for p in probs],
+        jaccard=jac,
+        l2_to_init=l2_init,
+        cosine_to_init=cos_init,
+        mds=mds_2d(l2),
+        ensembles=ensembles,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# reporting
+# --------------------------------------------------------------------------------------------
+def _matrix_block(title: str, labels: Sequence[str], m: np.ndarray, fmt: str) -> list[str]:
+    width = max(10, *(len(s) for s in labels))
+    lines = [title, " " * width + "".join(f"  {s:>{width}}" for s in labels)]
+    for label, row in zip(labels, m, strict=True):
+        lines.append(f"{label:<{width}}" + "".join(f"  {format(v, fmt):>{width}}" for v in row))
+    return lines
+
+
+def _opt(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def comparison_table(c: Comparison, top: int = 5) -> str:
+    """Plain-text report of a :class:`Comparison`.
+
+    Blocks: pairwise disagreement, L2 distance, KL(row || column), Jaccard (when masks were
+    given); one line per model with accuracy, L2 and cosine distance to init (``-`` when no
+    init); the ``top`` best ensembles by accuracy (ties: smaller, then lexicographically
+    first subsets) and the ensemble of all models.
+    """
+    labels = c.labels
+    lines = _matrix_block("disagreement", labels, c.disagreement, ".4f")
+    lines += [""] + _matrix_block("L2 distance", labels, c.l2, ".4g")
+    lines += [""] + _matrix_block("KL(row || column)", labels, c.kl, ".4g")
+    if c.jaccard is not None:
+        lines += [""] + _matrix_block("mask Jaccard (pooled)", labels, c.jaccard, ".4f")
+    width = max(10, *(len(s) for s in labels))
+    lines += ["", f"{'model':<{width}}  {'accuracy':>10}  {'L2 to init':>12}  {'cos to init':>12}"]
+    for i, label in enumerate(labels):
+        lines.append(
+            f"{label:<{width}}  {c.accuracy[i]:>10.4f}  {_opt(c.l2_to_init[i], '.4g'):>12}"
+            f"  {_opt(c.cosine_to_init[i], '.4g'):>12}"
+        )
+    if c.ensembles:
+        ranked = sorted(c.ensembles.items(), key=lambda kv: (-kv[1], len(kv[0]), kv[0]))
+        lines += ["", "best ensembles (mean of softmax probabilities)"]
+        for subset, acc in ranked[:top]:
+            lines.append(f"  {acc:.4f}  " + " + ".join(labels[i] for i in subset))
+        everyone = tuple(range(len(labels)))
+        if everyone in c.ensembles:
+            lines.append(f"all {len(labels)} models: {c.ensembles[everyone]:.4f}")
+    return "\n".join(lines)
+
+
+def plot_mds(c: Comparison, path: str | Path) -> None:
+    """Scatter the 2-D MDS of the pairwise L2 distances, one labelled point per model.
+
+    Saves a PNG or an SVG chosen by ``path``'s suffix (ValueError otherwise), creating parent
+    folders. matplotlib is imported here and drawn on the Agg canvas without pyplot.
+    """
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        raise ValueError(f"plot path must end in .png or .svg, got {path.name!r}")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    xy = np.asarray(c.mds, dtype=np.float64)
+    ax.scatter(xy[:, 0], xy[:, 1], s=30)
+    for label, (px, py) in zip(c.labels, xy, strict=True):
+        ax.annotate(label, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("MDS 1")
+    ax.set_ylabel("MDS 2")
+    ax.set_title("MDS of pairwise L2 distances between solutions")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format=fmt)

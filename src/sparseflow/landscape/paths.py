@@ -1,0 +1,514 @@
+"""Linear interpolation between two solutions: loss/accuracy along the path and its barrier.
+
+science.md §6, paper-notes.md §1.5 and §3.2.
+
+Path
+----
+For two states (``state_dict``-like mappings of parameters *and* buffers) A and B,
+
+    theta(alpha) = (1 - alpha) * theta_A + alpha * theta_B
+
+for every floating tensor (parameters and floating buffers such as BatchNorm running
+statistics); integer buffers (``num_batches_tracked``) are taken from A. At ``alpha == 0``
+the result is exactly A and at ``alpha == 1`` exactly B (copies, bit for bit), so the
+endpoints of a path reproduce the endpoints' own losses exactly. With a mask (see
+``combine_masks``) every masked weight is then projected onto the sparse subspace,
+``theta_l <- where(M_l, theta_l, 0)`` (an exact +0.0 outside the mask), also at the endpoints.
+
+Barrier
+-------
+With L_A = L(theta(0)) and L_B = L(theta(1)),
+
+    barrier = max_{alpha in [0, 1]} L(theta(alpha)) - ((1 - alpha) L_A + alpha L_B),
+
+the maximum taken over the requested alphas in [0, 1] together with the endpoints, whose
+own term is 0, so ``barrier >= 0``; alphas outside [0, 1] are evaluated for plots only.
+``monotone`` says the loss never increases along alpha in [0, 1] (endpoints included).
+
+BatchNorm
+---------
+Interpolated running statistics do not describe the interpolated network, so by default
+the statistics are re-estimated at every point (``bn_reset=True``): a pass over ``bn_x``
+(default: the evaluation inputs) with the BatchNorm layers in train mode, every other
+module in eval mode, no gradients, and the statistics the exact size-weighted average of
+the per-batch statistics (Garipov et al. 2018; with equal batches this is the cumulative
+average of ``momentum=None``). The re-estimation works on copies of the buffers: the
+model object is never changed by ``evaluate_state`` or ``linear_path``.
+
+Everything runs through ``torch.func.functional_call``, so any ``nn.Module`` works.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.modules.batchnorm import _BatchNorm
+from tqdm import tqdm
+
+__all__ = [
+    "MASK_RULES",
+    "PathResult",
+    "bn_modules",
+    "combine_masks",
+    "evaluate_state",
+    "interpolate_states",
+    "linear_path",
+    "parse_alphas",
+    "reset_bn_",
+]
+
+MASK_RULES: tuple[str, ...] = ("shared", "union", "intersection", "a", "b")
+"""Rules of ``combine_masks``."""
+
+MaskLike = Mapping[str, Tensor]
+
+
+# --- masks ---------------------------------------------------------------------------------
+
+
+def _as_dict(masks: MaskLike | None) -> dict[str, Tensor] | None:
+    """A plain ``{name: bool tensor}`` from a dict or a ``sparsity.MaskSet`` (or None)."""
+    if masks is None:
+        return None
+    return {name: masks[name].to(torch.bool) for name in masks}
+
+
+def combine_masks(
+    mask_a: MaskLike | None, mask_b: MaskLike | None, rule: str = "shared"
+) -> dict[str, Tensor] | None:
+    """Combine the masks of two sparse solutions into the one mask of the path between them.
+
+    Rules (per weight, elementwise): ``"shared"`` — the masks must be equal and that mask is
+    returned (``ValueError`` naming the first differing weight otherwise); ``"union"`` —
+    M_A | M_B; ``"intersection"`` — M_A & M_B; ``"a"`` / ``"b"`` — one side's mask.
+
+    ``None`` means dense. Both None gives None (a dense path). When one side is None, or a
+    weight is masked on one side only, the missing mask is read as all-ones: ``"union"`` is
+    then all-ones for that weight, ``"intersection"`` the other side's mask, and
+    ``"shared"`` an error unless the other side's mask is all-ones too. Masks may be dicts
+    of bool tensors or ``sparsity.MaskSet``; the result is a new dict (bool tensors).
+    """
+    if rule not in MASK_RULES:
+        raise ValueError(f"unknown mask rule {rule!r}; choose one of {', '.join(MASK_RULES)}")
+    a, b = _as_dict(mask_a), _as_dict(mask_b)
+    if a is None and b is None:
+        return None
+    a = {} if a is None else a
+    b = {} if b is None else b
+    out: dict[str, Tensor] = {}
+    for name in [*a, *(n for n in b if n not in a)]:
+        ma = a.get(name)
+        mb = b.get(name)
+        ma = torch.ones_like(mb) if ma is None else ma
+        mb = torch.ones_like(ma) if mb is None else mb
+        if ma.shape != mb.shape:
+            raise ValueError(
+                f"mask shapes differ for {name!r}: {tuple(ma.shape)} vs {tuple(mb.shape)}"
+            )
+        if rule == "shared":
+            if not torch.equal(ma, mb):
+                diff = int((ma != mb).sum())
+                raise ValueError(
+                    f"masks differ at {name!r} ({diff} positions); rule 'shared' needs equal "
+                    "masks (use 'union' or 'intersection')"
+                )
+            out[name] = ma.clone()
+        elif rule == "union":
+            out[name] = ma | mb
+        elif rule == "intersection":
+            out[name] = ma & mb
+        else:
+            out[name] = (ma if rule == "a" else mb).clone()
+    return out
+
+
+def _check_masks(masks: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> None:
+    for name, m in masks.items():
+        if name not in state:
+            raise ValueError(f"mask {name!r} names no tensor of the state")
+        if m.shape != state[name].shape:
+            raise ValueError(
+                f"mask {name!r} has shape {tuple(m.shape)}, the tensor {tuple(state[name].shape)}"
+            )
+
+
+def _apply_masks(state: dict[str, Tensor], masks: Mapping[str, Tensor]) -> None:
+    """``state[name] <- where(M, state[name], 0)`` for every masked name (exact +0.0)."""
+    for name, m in masks.items():
+        v = state[name]
+        state[name] = torch.where(m.to(v.device), v, torch.zeros((), dtype=v.dtype, device=v.device))
+
+
+# --- interpolation -------------------------------------------------------------------------
+
+
+def interpolate_states(
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    alpha: float,
+    masks: MaskLike | None = None,
+) -> dict[str, Tensor]:
+    """theta(alpha) = (1 - alpha) * theta_A + alpha * theta_B, then projected onto the mask.
+
+    Applies to every floating tensor (parameters and floating buffers); non-floating
+    tensors (``num_batches_tracked``) are copied from A. ``alpha == 0`` returns exact copies
+    of A and ``alpha == 1`` exact copies of B (no arithmetic, so no rounding). With
+    ``masks`` (``{name: bool tensor}``, e.g. from ``combine_masks``) each masked tensor is
+    then ``where(M, theta, 0)``: exactly +0.0 outside the mask, at every alpha.
+    Both states must have the same keys and shapes; the result is new tensors, detached.
+    """
+    if set(state_a) != set(state_b):
+        only_a = sorted(set(state_a) - set(state_b))
+        only_b = sorted(set(state_b) - set(state_a))
+        raise ValueError(f"states have different keys: only in A {only_a}, only in B {only_b}")
+    alpha = float(alpha)
+    if not math.isfinite(alpha):
+        raise ValueError(f"alpha must be finite, got {alpha}")
+    out: dict[str, Tensor] = {}
+    for name, ta in state_a.items():
+        tb = state_b[name]
+        if ta.shape != tb.shape:
+            raise ValueError(
+                f"{name!r} has shape {tuple(ta.shape)} in A and {tuple(tb.shape)} in B"
+            )
+        ta = ta.detach()
+        tb = tb.detach().to(ta.device)
+        if alpha == 0.0 or not ta.is_floating_point():
+            out[name] = ta.clone()
+        elif alpha == 1.0:
+            out[name] = tb.to(ta.dtype).clone()
+        else:
+            out[name] = (1.0 - alpha) * ta + alpha * tb.to(ta.dtype)
+    m = _as_dict(masks)
+    if m:
+        _check_masks(m, out)
+        _apply_masks(out, m)
+    return out
+
+
+# --- BatchNorm -----------------------------------------------------------------------------
+
+
+def bn_modules(model: nn.Module) -> dict[str, _BatchNorm]:
+    """The BatchNorm layers that keep running statistics, by module name."""
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, _BatchNorm) and m.track_running_stats
+    }
+
+
+@contextmanager
+def _bn_estimation_mode(model: nn.Module) -> Iterator[dict[str, _BatchNorm]]:
+    """BatchNorm layers in train mode, every other module in eval; modes/momenta restored."""
+    modes = {m: m.training for m in model.modules()}
+    bns = bn_modules(model)
+    momenta = {name: m.momentum for name, m in bns.items()}
+    try:
+        model.eval()
+        for m in bns.values():
+            m.train()
+        yield bns
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+        for name, m in bns.items():
+            m.momentum = momenta[name]
+
+
+def _device_of(model: nn.Module, state: Mapping[str, Tensor] | None = None) -> torch.device:
+    if state:
+        return next(iter(state.values())).device
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def _batches(n: int, batch_size: int) -> Iterator[slice]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def _estimate_bn(
+    model: nn.Module,
+    x: Tensor,
+    batch_size: int,
+    state: dict[str, Tensor] | None,
+) -> None:
+    """Re-estimate the running statistics, of the model (``state=None``) or in ``state``.
+
+    Statistics are reset (mean 0, var 1, count 0), then each batch of b examples after n
+    seen is folded in with momentum b / (n + b): the result is the size-weighted average of
+    the batch means and of the (unbiased) batch variances.
+    """
+    if len(x) == 0:
+        raise ValueError("BatchNorm re-estimation needs at least one input")
+    device = _device_of(model, state)
+    with torch.no_grad(), _bn_estimation_mode(model) as bns:
+        for name, m in bns.items():
+            if state is None:
+                m.reset_running_stats()
+            else:
+                prefix = f"{name}." if name else ""
+                state[prefix + "running_mean"].zero_()
+                state[prefix + "running_var"].fill_(1.0)
+                state[prefix + "num_batches_tracked"].zero_()
+        seen = 0
+        for sl in _batches(len(x), batch_size):
+            xb = x[sl].to(device)
+            b = len(xb)
+            for m in bns.values():
+                m.momentum = b / (seen + b)
+            if state is None:
+                model(xb)
+            else:
+                functional_call(model, state, (xb,))
+            seen += b
+
+
+def reset_bn_(model: nn.Module, x: Tensor, batch_size: int = 500) -> None:
+    """Re-estimate the model's BatchNorm running statistics in place from inputs ``x``.
+
+    One pass over ``x`` with no gradients, BatchNorm layers in train mode and every other
+    module in eval mode (no dropout); the statistics become the size-weighted average of
+    the per-batch statistics (momentum b / (n + b) for a batch of b after n examples, which
+    is the cumulative average of ``momentum=None`` when all batches have equal size).
+    Train/eval modes and momenta are restored afterwards. No-op without BatchNorm.
+    """
+    if not bn_modules(model):
+        return
+    _estimate_bn(model, x, batch_size, None)
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+
+def _full_state(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with the model's own tensors for any name it lacks (params and buffers)."""
+    full = dict(state)
+    for name, t in (*model.named_parameters(), *model.named_buffers()):
+        full.setdefault(name, t)
+    return full
+
+
+def _bn_buffer_names(model: nn.Module) -> list[str]:
+    names = []
+    for name in bn_modules(model):
+        prefix = f"{name}." if name else ""
+        names += [prefix + b for b in ("running_mean", "running_var", "num_batches_tracked")]
+    return names
+
+
+def evaluate_state(
+    model: nn.Module,
+    state: Mapping[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    *,
+    batch_size: int = 1000,
+    bn_x: Tensor | None = None,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` at ``state`` on ``(x, y)``.
+
+    ``L = (1/N) sum_i CE(f(x_i; state), y_i)`` (accumulated in float64), accuracy the
+    fraction of argmax predictions equal to ``y``. The model runs in eval mode through
+    ``torch.func.functional_call`` over ``state`` (names it lacks fall back to the model's
+    own tensors). With ``bn_x`` and BatchNorm layers the running statistics are first
+    re-estimated on ``bn_x`` for this state (see ``reset_bn_``), on copies of the buffers.
+    The model object (tensors, modes, momenta) is left as it was.
+    """
+    if len(x) != len(y):
+        raise ValueError(f"x has {len(x)} examples, y {len(y)}")
+    if len(x) == 0:
+        raise ValueError("cannot evaluate on an empty set")
+    full = _full_state(model, state)
+    if bn_x is not None and bn_modules(model):
+        for name in _bn_buffer_names(model):
+            full[name] = full[name].detach().clone()
+        _estimate_bn(model, bn_x, batch_size, full)
+    device = _device_of(model, full)
+    was_training = {m: m.training for m in model.modules()}
+    total = torch.zeros((), dtype=torch.float64)
+    correct = 0
+    try:
+        model.eval()
+        with torch.no_grad():
+            for sl in _batches(len(x), batch_size):
+                xb, yb = x[sl].to(device), y[sl].to(device)
+                logits = functional_call(model, full, (xb,))
+                loss = F.cross_entropy(logits.double(), yb, reduction="sum")
+                total += loss.cpu()
+                correct += int((logits.argmax(1) == yb).sum())
+    finally:
+        for m, mode in was_training.items():
+            m.training = mode
+    return float(total) / len(x), correct / len(x)
+
+
+# --- the linear path -----------------------------------------------------------------------
+
+
+@dataclass
+class PathResult:
+    """Loss and accuracy along theta(alpha), with the barrier and monotonicity on [0, 1]."""
+
+    alphas: list[float]
+    loss: list[float]
+    accuracy: list[float]
+    barrier: float
+    barrier_alpha: float
+    monotone: bool
+    loss_a: float
+    loss_b: float
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-friendly dict of the fields."""
+        return dict(self.__dict__)
+
+
+def path_barrier(
+    alphas: Sequence[float], losses: Sequence[float], loss_a: float, loss_b: float
+) -> tuple[float, float]:
+    """``(barrier, alpha at the barrier)``: max_a L(a) - ((1-a) L_A + a L_B) on [0, 1].
+
+    The endpoints (term 0) always count, so the barrier is >= 0; at ties the smallest alpha.
+    """
+    best, best_alpha = 0.0, 0.0
+    for a, loss in sorted(zip(alphas, losses, strict=True)):
+        if 0.0 <= a <= 1.0:
+            excess = loss - ((1.0 - a) * loss_a + a * loss_b)
+            if excess > best:
+                best, best_alpha = excess, a
+    return best, best_alpha
+
+
+def is_monotone(
+    alphas: Sequence[float],
+    losses: Sequence[float],
+    loss_a: float,
+    loss_b: float,
+    tol: float = 1e-6,
+) -> bool:
+    """Whether the loss never increases along alpha in [0, 1], endpoints included.
+
+    Consecutive points (sorted by alpha) may rise by at most ``tol * max(1, |L|)``.
+    """
+    pts = sorted(
+        [(0.0, loss_a), *((a, v) for a, v in zip(alphas, losses, strict=True) if 0 <= a <= 1),
+         (1.0, loss_b)]
+    )
+    return all(v1 <= v0 + tol * max(1.0, abs(v0)) for (_, v0), (_, v1) in zip(pts, pts[1:]))
+
+
+def linear_path(
+    model: nn.Module,
+    state_a: Mapping[str, Tensor],
+    state_b: Mapping[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    alphas: Sequence[float],
+    *,
+    masks: MaskLike | None = None,
+    bn_reset: bool = True,
+    bn_x: Tensor | None = None,
+    batch_size: int = 1000,
+    tol: float = 1e-6,
+    progress: bool = False,
+) -> PathResult:
+    """Evaluate theta(alpha) = (1 - alpha) theta_A + alpha theta_B on ``(x, y)`` at ``alphas``.
+
+    ``masks`` is the path's mask (``combine_masks``); each point is projected onto it.
+    With ``bn_reset`` (default) and BatchNorm layers, running statistics are re-estimated
+    at every point on ``bn_x`` (default ``x``); without it the interpolated statistics are
+    used. L_A and L_B are the losses at alpha 0 and 1 (taken from the list when present,
+    computed otherwise); the barrier is max over alpha in [0, 1] of
+    L(theta(alpha)) - ((1 - alpha) L_A + alpha L_B) (>= 0, see ``path_barrier``) and
+    ``monotone`` allows rises of ``tol * max(1, |L|)`` (see ``is_monotone``). Results keep
+    the order of ``alphas``. The model object is not changed.
+    """
+    alphas = [float(a) for a in alphas]
+    if not alphas:
+        raise ValueError("alphas is empty")
+    if not all(math.isfinite(a) for a in alphas):
+        raise ValueError(f"alphas must be finite, got {alphas}")
+    m = _as_dict(masks)
+    if bn_reset and bn_modules(model):
+        bn_x = x if bn_x is None else bn_x
+    else:
+        bn_x = None
+
+    def evaluate(alpha: float) -> tuple[float, float]:
+        theta = interpolate_states(state_a, state_b, alpha, m)
+        return evaluate_state(model, theta, x, y, batch_size=batch_size, bn_x=bn_x)
+
+    cache: dict[float, tuple[float, float]] = {}
+    for a in tqdm(alphas, desc="linear path", disable=not progress, leave=False):
+        if a not in cache:
+            cache[a] = evaluate(a)
+    for a in (0.0, 1.0):
+        if a not in cache:
+            cache[a] = evaluate(a)
+    loss = [cache[a][0] for a in alphas]
+    acc = [cache[a][1] for a in alphas]
+    loss_a, loss_b = cache[0.0][0], cache[1.0][0]
+    barrier, barrier_alpha = path_barrier(alphas, loss, loss_a, loss_b)
+    return PathResult(
+        alphas=alphas,
+        loss=loss,
+        accuracy=acc,
+        barrier=barrier,
+        barrier_alpha=barrier_alpha,
+        monotone=is_monotone(alphas, loss, loss_a, loss_b, tol),
+        loss_a=loss_a,
+        loss_b=loss_b,
+    )
+
+
+def parse_alphas(text: str) -> list[float]:
+    """Parse ``"start:stop:n"`` (n evenly spaced values, both ends included) or ``"a,b,c"``.
+
+    Values are start + i (stop - start) / (n - 1), rounded to 12 decimals so that grid
+    points such as 0 and 1 come out exact (``"-0.2:1.2:29"`` holds 0.0 and 1.0). A range
+    needs n >= 2 and start < stop (or n == 1 with start == stop). ``ValueError`` with a
+    one-line message otherwise.
+    """
+    s = str(text).strip()
+    if not s:
+        raise ValueError("empty alpha specification; expected 'start:stop:n' or 'a,b,c'")
+    try:
+        if ":" in s:
+            parts = s.split(":")
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, n = float(parts[0]), float(parts[1]), int(parts[2])
+            values = None
+        else:
+            values = [float(p) for p in s.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"bad alpha specification {text!r}; expected 'start:stop:n' (n an integer) or 'a,b,c'"
+        ) from None
+    if values is None:
+        if not (math.isfinite(start) and math.isfinite(stop)):
+            raise ValueError(f"bad alpha range {text!r}: start and stop must be finite")
+        if n < 1 or (n == 1 and start != stop) or (n >= 2 and not start < stop):
+            raise ValueError(
+                f"bad alpha range {text!r}: need n >= 2 and start < stop (or n == 1, start == stop)"
+            )
+        if n == 1:
+            values = [start]
+        else:
+            step = (stop - start) / (n - 1)
+            values = [start + i * step for i in range(n - 1)] + [stop]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"bad alpha specification {text!r}: values must be finite")
+    return [round(v, 12) + 0.0 for v in values]
