@@ -162,3 +162,36 @@ def test_two_processes_share_one_source_run(tmp_path):
     with Store(tmp_path / "sparseflow.db") as st:
         gradual = [r for r in st.list_runs() if r["method"] == "gradual"]
     assert len(gradual) == 1 and gradual[0]["status"] == "finished"
+
+
+def test_scsdc_sparse_partner_matches_dense_counts_and_init():
+    """SC-SDC: every layer of the wide sparse MLP keeps the dense MLP's count, and its active
+    weights follow the dense layer's U(-1/sqrt(f), 1/sqrt(f)) with f the dense fan-in."""
+    import math
+
+    from sparseflow.data import load_dataset
+    from sparseflow.experiment.optim import build_optimizer
+    from sparseflow.experiment.run import make_model
+    from sparseflow.experiment.sparse import build_sparsifier
+    from sparseflow.models.sizing import dense_weight_count
+
+    cfg = load_config(None, ["dataset=synthetic", "model=mlp", "arch.depth=2", "arch.width=200",
+                             "method=static", "distribution=scsdc", "sparse.dense_width=50",
+                             "init=matched", "data.heldout=0"])
+    data = load_dataset("synthetic", heldout=())
+    model = make_model(cfg, data)
+    sp, _ = build_sparsifier(cfg, model, build_optimizer(cfg.optim, model), data, 10, 10,
+                             lambda c: {}, None)
+    dense = load_config(None, ["dataset=synthetic", "model=mlp", "arch.depth=2",
+                               "arch.width=50"])
+    dense_model = make_model(dense, data)
+    dense_w = [m.weight for m in dense_model.modules() if isinstance(m, torch.nn.Linear)]
+    assert list(sp.masks.nnz().values()) == [w.numel() for w in dense_w]
+    assert sum(sp.masks.nnz().values()) == dense_weight_count("mlp", (20,), 4, depth=2, width=50)
+    for (name, w), fan in zip(sp.params.items(), (20, 50, 50), strict=True):
+        active = w.detach()[sp.masks[name]]
+        bound = 1 / math.sqrt(fan)
+        assert active.abs().max() <= bound
+        assert active.var().item() == pytest.approx(bound ** 2 / 3, rel=0.15)
+    with pytest.raises(Exception, match="scsdc"):
+        load_config(None, ["method=rigl", "distribution=scsdc"])

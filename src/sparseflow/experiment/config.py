@@ -218,6 +218,9 @@ class SparseConfig:
         "or the distribution's count per layer."
     )
     synflow_iterations: int = field(100, low=1, help="synflow: pruning iterations.")
+    dense_width: int | None = field(
+        None, low=1, help="distribution=scsdc: width W_d of the dense partner MLP."
+    )
 
 
 @dataclass
@@ -265,11 +268,14 @@ class Config:
         "layers (ignored by method=dense)."
     )
     distribution: str = field(
-        "erk", choices=("uniform", "er", "erk"), help="How the sparsity is split over layers."
+        "erk", choices=("uniform", "er", "erk", "scsdc"), help="How the sparsity is split over "
+        "layers; scsdc: each layer keeps as many weights as the dense MLP of width "
+        "sparse.dense_width (method=static, model=mlp; sparsity is then ignored)."
     )
     init: str = field(
-        "dense", choices=("dense", "liu", "sparse"), help="Init of sparse weights: masked "
-        "dense init, Liu et al. scaling, or sparsity-aware per-unit fan-in (the '+' runs)."
+        "dense", choices=("dense", "liu", "sparse", "matched"), help="Init of sparse weights: "
+        "masked dense init, Liu et al. scaling, sparsity-aware per-unit fan-in (the '+' runs), "
+        "or (scsdc) the dense partner's per-layer distribution."
     )
     seed: int = field(0, low=0, help="Random seed (init, data order, augmentation).")
     device: str = field("auto", choices=DEVICES, hash=False, help="Device.")
@@ -308,6 +314,11 @@ class Config:
         Duration.parse(self.train.checkpoint_every, "train.checkpoint_every")
         Duration.parse(self.optim.warmup, "optim.warmup")
         Duration.parse(self.sparse.rewind, "sparse.rewind")
+        if self.init == "matched" and self.distribution != "scsdc":
+            raise ConfigError("init: 'matched' is for distribution=scsdc")
+        if self.distribution == "scsdc" and self.method != "static":
+            raise ConfigError("distribution: 'scsdc' is for method=static (the sparse network "
+                              "of an SC-SDC pair)")
         if self.sparse.prune_end < self.sparse.prune_begin:
             raise ConfigError(
                 f"sparse.prune_end: {self.sparse.prune_end} is before sparse.prune_begin "

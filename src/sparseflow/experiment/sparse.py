@@ -268,6 +268,15 @@ def _build_sparsifier(cfg: Config, model: nn.Module, optimizer: torch.optim.Opti
         return None, {}
     common = _common(cfg)
     info: dict[str, Any] = {}
+    if m == "static" and cfg.distribution == "scsdc":
+        from sparseflow.experiment.scsdc import scsdc_masks
+
+        g = torch.Generator().manual_seed(cfg.seed)
+        masks = scsdc_masks(cfg, model, data.input_shape, data.num_classes, g)
+        common.update(distribution="uniform", init="keep" if cfg.init == "matched" else cfg.init)
+        if cfg.init != "sparse":
+            common["init_opts"] = None
+        return Sparsifier(model, optimizer, masks=masks, **common), info
     if m == "static":
         params = select_weights(model, **_selection(cfg))
         masks = resolve_masks(cfg, params, execute, root)
