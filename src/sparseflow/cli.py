@@ -116,6 +116,53 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--out", help="output directory (default ROOT/analyses/signal-MODEL)")
     sg.add_argument("--json", action="store_true", help="one JSON object")
     _root_arg(sg)
+    ends = ("endpoints are RUN_ID (final), RUN_ID@0 (initialisation), RUN_ID@STEP or a "
+            "checkpoint file")
+    ip = asub.add_parser(
+        "interpolate", help="loss along the straight line between two solutions",
+        description="Loss and accuracy along theta(a) = (1-a) theta_A + a theta_B, the barrier "
+        "max_{a in [0,1]} L(theta(a)) - ((1-a) L_A + a L_B) and whether the loss is monotone; "
+        f"stored, plotted and printed. {ends}.")
+    ip.add_argument("a")
+    ip.add_argument("b")
+    ip.add_argument("--alphas", default="-0.2:1.2:29",
+                    help="START:STOP:COUNT or a comma list; write --alphas=-0.2:1.2:29 when "
+                    "it starts with a minus sign")
+    ip.add_argument("--split", choices=("train", "test"), default="train")
+    ip.add_argument("--mask", choices=("shared", "union", "intersection", "a", "b"),
+                    default="shared", help="mask rule between two sparse endpoints")
+    ip.add_argument("--no-bn-reset", action="store_true",
+                    help="keep interpolated BatchNorm statistics instead of re-estimating them")
+    ip.add_argument("--out", help="output directory (default ROOT/analyses/interpolate-A-B)")
+    ip.add_argument("--json", action="store_true", help="one JSON object")
+    _root_arg(ip)
+    cv = asub.add_parser(
+        "curve", help="train a Bezier or polygonal-chain curve between two solutions",
+        description="Fits the control point of a quadratic Bezier curve or polygonal chain by "
+        "minimising E_t L(phi(t)) (Garipov et al. 2018), inside the endpoints' sparse subspace "
+        f"or through the dense space, and compares its max loss with the straight line's. {ends}.")
+    cv.add_argument("a")
+    cv.add_argument("b")
+    cv.add_argument("--kind", choices=("bezier", "polychain"), default="bezier")
+    cv.add_argument("--subspace", choices=("sparse", "dense"), default="sparse")
+    cv.add_argument("--epochs", type=int, default=10, help="training epochs of the curve")
+    cv.add_argument("--lr", type=float, help="learning rate of the curve's control point")
+    cv.add_argument("--batch-size", type=int, default=128)
+    cv.add_argument("--points", type=int, default=21, help="evaluation points along t")
+    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--out", help="output directory")
+    cv.add_argument("--json", action="store_true", help="one JSON object")
+    cv.add_argument("--no-progress", action="store_true")
+    _root_arg(cv)
+    cp = asub.add_parser(
+        "compare", help="distances, disagreement, KL, ensembles, mask overlap, MDS",
+        description="Pairwise L2 and cosine distances (and to each run's init), test "
+        "disagreement, KL between predictive distributions, accuracy of every ensemble "
+        f"(mean of softmax), mask overlap (Jaccard) and a 2-D MDS embedding. {ends}.")
+    cp.add_argument("runs", nargs="+")
+    cp.add_argument("--out", help="output directory")
+    cp.add_argument("--json", action="store_true", help="one JSON object")
+    _root_arg(cp)
     return parser
 
 
@@ -268,7 +315,50 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from sparseflow.experiment import analyses
 
     if args.analyze_command is None:
-        raise UserError("analyze: expected an analysis: hessian or signal")
+        raise UserError("analyze: expected an analysis: hessian, signal, interpolate, curve "
+                        "or compare")
+    if args.analyze_command in ("interpolate", "curve", "compare"):
+        with _open_store(args.root):
+            pass  # a clear error when there is no store
+    if args.analyze_command == "interpolate":
+        res = analyses.interpolate_runs(_root(args), args.a, args.b, alphas=args.alphas,
+                                        split=args.split, mask=args.mask,
+                                        bn_reset=not args.no_bn_reset, out=args.out)
+        if args.json:
+            print(json.dumps(_finite(res), sort_keys=True))
+            return 0
+        print(f"{res['a']} -> {res['b']} on {res['split']} (mask {res['mask']})")
+        print(f"{'alpha':>7s} {'loss':>9s} {'acc':>7s}")
+        for al, lo, ac in zip(res["alphas"], res["loss"], res["accuracy"], strict=True):
+            print(f"{al:7.3f} {lo:9.4f} {ac:7.4f}")
+        print(f"barrier {res['barrier']:.4f} at alpha {res['barrier_alpha']:.3f}; "
+              f"monotone: {res['monotone']}; written to {res['dir']}")
+        return 0
+    if args.analyze_command == "curve":
+        res = analyses.curve_runs(_root(args), args.a, args.b, kind=args.kind,
+                                  subspace=args.subspace, epochs=args.epochs, lr=args.lr,
+                                  batch_size=args.batch_size, seed=args.seed,
+                                  points=args.points, out=args.out,
+                                  progress=not args.no_progress)
+        if args.json:
+            print(json.dumps(_finite(res), sort_keys=True))
+            return 0
+        print(f"{res['kind']} curve in the {res['subspace']} subspace, {res['a']} -> {res['b']}")
+        print(f"{'t':>6s} {'curve loss':>10s} {'line loss':>10s}")
+        for t, lc, ll in zip(res["ts"], res["loss"], res["linear_loss"], strict=True):
+            print(f"{t:6.3f} {lc:10.4f} {ll:10.4f}")
+        print(f"max loss: curve {res['max_loss']:.4f} (t={res['max_t']:.2f}), "
+              f"line {res['linear_max_loss']:.4f}; written to {res['dir']}")
+        return 0
+    if args.analyze_command == "compare":
+        res = analyses.compare_runs(_root(args), args.runs, out=args.out)
+        if args.json:
+            print(json.dumps(_finite({k: v for k, v in res.items() if k != "table"}),
+                             sort_keys=True))
+            return 0
+        print(res["table"])
+        print(f"written to {res['dir']}")
+        return 0
     if args.analyze_command == "hessian":
         spec = args.run_id if args.step is None else f"{args.run_id}@{args.step}"
         with _open_store(args.root):

@@ -103,3 +103,207 @@ def signal_study(root: str | Path, model: str, sparsities: str, inits: str, *,
         pass  # matplotlib is the 'analysis' extra; the table is still written
     return {"model": model, "rows": rows, "table": format_table(rows), "dir": str(outdir),
             "figures": figures}
+
+
+# -- loss landscape ----------------------------------------------------------------------------
+def _same_setting(eps: list[Any]) -> None:
+    """Every endpoint must share the dataset and the architecture (parameter names and shapes)."""
+    a = eps[0]
+    shapes_a = {n: tuple(p.shape) for n, p in a.model.named_parameters()}
+    for b in eps[1:]:
+        if b.config.dataset != a.config.dataset:
+            raise UserError(f"endpoints use different datasets: {a.label} on "
+                            f"{a.config.dataset}, {b.label} on {b.config.dataset}")
+        shapes_b = {n: tuple(p.shape) for n, p in b.model.named_parameters()}
+        if shapes_b != shapes_a:
+            diff = next((n for n in shapes_a if shapes_b.get(n) != shapes_a[n]),
+                        next(iter(set(shapes_b) - set(shapes_a)), "?"))
+            raise UserError(f"endpoints have different architectures: {a.label} is "
+                            f"{a.config.model}, {b.label} is {b.config.model} (first difference:"
+                            f" {diff})")
+
+
+def _load_endpoints(store: Store, specs: list[str]) -> tuple[list[Any], Any]:
+    cache: dict[str, Any] = {}
+    eps = [resolve_endpoint(s, store, cache) for s in specs]
+    _same_setting(eps)
+    return eps, dataset_for(eps[0].config, cache)
+
+
+def _params(model: Any) -> dict[str, Any]:
+    return {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+
+def _outdir(root: str | Path, kind: str, labels: list[str], out: str | Path | None) -> Path:
+    d = Path(out) if out else Path(root) / "analyses" / "-".join(
+        [kind, *[lbl.replace("@", "_") for lbl in labels]])
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _record(store: Store, eps: list[Any], name: str, path: Path) -> None:
+    for ep in eps:
+        store.add_artifact(ep.run_id, name, path, "analysis")
+
+
+def interpolate_runs(root: str | Path, spec_a: str, spec_b: str, *,
+                     alphas: str = "-0.2:1.2:29", split: str = "train", mask: str = "shared",
+                     bn_reset: bool = True, batch_size: int = 1000,
+                     out: str | Path | None = None) -> dict[str, Any]:
+    """Loss and accuracy along theta(a) = (1 - a) theta_A + a theta_B; barrier and monotonicity.
+
+    Written to ``result.json``, ``path.csv``, ``path.png``/``.svg`` under
+    ``ROOT/analyses/interpolate-A-B`` and recorded as an artifact of both runs.
+    """
+    from sparseflow.landscape.paths import combine_masks, linear_path, parse_alphas
+
+    with Store(store_path(root)) as store:
+        try:
+            grid = parse_alphas(alphas)
+        except ValueError as e:
+            raise _user(e, "--alphas") from None
+        (a, b), data = _load_endpoints(store, [spec_a, spec_b])
+        try:
+            masks = combine_masks(a.masks, b.masks, mask)
+        except ValueError as e:
+            raise _user(e, "--mask") from None
+        x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+        try:
+            res = linear_path(a.model, _params(a.model), _params(b.model), x, y, grid,
+                              masks=masks, bn_reset=bn_reset, bn_x=data.x_train,
+                              batch_size=batch_size)
+        except ValueError as e:
+            raise _user(e, "analyze interpolate") from None
+        outdir = _outdir(root, "interpolate", [a.label, b.label], out)
+        result = {"a": a.label, "b": b.label, "a_run": a.run_id, "b_run": b.run_id,
+                  "split": split, "mask": mask, "bn_reset": bn_reset,
+                  "alphas": res.alphas, "loss": res.loss, "accuracy": res.accuracy,
+                  "barrier": res.barrier, "barrier_alpha": res.barrier_alpha,
+                  "monotone": res.monotone, "loss_a": res.loss_a, "loss_b": res.loss_b,
+                  "dir": str(outdir)}
+        _write_atomic(outdir / "result.json", json.dumps(result, indent=1))
+        with open(outdir / "path.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["alpha", "loss", "accuracy"])
+            w.writerows(zip(res.alphas, res.loss, res.accuracy, strict=True))
+        result["figures"] = _path_figures(outdir, res.alphas, res.loss, res.accuracy,
+                                          f"{a.label} -> {b.label} ({split})")
+        _record(store, [a, b], f"interpolate/{a.label}->{b.label}", outdir / "result.json")
+    return result
+
+
+def _path_figures(outdir: Path, xs: list[float], loss: list[float], acc: list[float],
+                  title: str, stem: str = "path") -> list[str]:
+    try:
+        from sparseflow.report.plots import plot_path
+    except ImportError:
+        return []
+    figs = []
+    for suffix in ("png", "svg"):
+        try:
+            plot_path(xs, loss, outdir / f"{stem}.{suffix}", accuracy=acc, title=title)
+        except ImportError:
+            return figs
+        figs.append(str(outdir / f"{stem}.{suffix}"))
+    return figs
+
+
+def curve_runs(root: str | Path, spec_a: str, spec_b: str, *, kind: str = "bezier",
+               subspace: str = "sparse", epochs: int = 10, lr: float | None = None,
+               batch_size: int = 128, seed: int = 0, points: int = 21,
+               out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Fit a Bezier or polygonal-chain curve between two runs and compare it with the line."""
+    from sparseflow.landscape.curves import fit_curve
+    from sparseflow.landscape.paths import combine_masks, linear_path
+
+    with Store(store_path(root)) as store:
+        (a, b), data = _load_endpoints(store, [spec_a, spec_b])
+        try:
+            masks = combine_masks(a.masks, b.masks, "shared" if subspace == "sparse" else "union")
+        except ValueError as e:
+            raise _user(e, "analyze curve") from None
+        if subspace == "sparse" and masks is None:
+            raise UserError("--subspace sparse needs sparse endpoints (these runs are dense)")
+        x, y = data.x_train, data.y_train
+        sa, sb = _params(a.model), _params(b.model)
+        ts = [i / (points - 1) for i in range(points)]
+        opts: dict[str, Any] = {} if lr is None else {"lr": lr}
+        try:
+            res = fit_curve(a.model, sa, sb, x, y, kind=kind, subspace=subspace, masks=masks,
+                            epochs=epochs, batch_size=batch_size, seed=seed, eval_ts=ts,
+                            progress=progress, **opts)
+            line = linear_path(a.model, sa, sb, x, y, ts, masks=masks, bn_x=x)
+        except ValueError as e:
+            raise _user(e, "analyze curve") from None
+        outdir = _outdir(root, f"curve-{kind}-{subspace}", [a.label, b.label], out)
+        line_max = max(line.loss)
+        result = {"a": a.label, "b": b.label, "a_run": a.run_id, "b_run": b.run_id,
+                  "kind": kind, "subspace": subspace, "epochs": epochs, "ts": res.ts,
+                  "loss": res.loss, "accuracy": res.accuracy, "max_loss": res.max_loss,
+                  "max_t": res.max_t, "linear_loss": line.loss, "linear_max_loss": line_max,
+                  "linear_barrier": line.barrier, "train_history": res.train_history,
+                  "dir": str(outdir)}
+        _write_atomic(outdir / "result.json", json.dumps(result, indent=1))
+        figs = []
+        try:
+            from sparseflow.report.plots import plot_lines
+
+            for suffix in ("png", "svg"):
+                p = outdir / f"curve.{suffix}"
+                plot_lines({f"{kind} ({subspace})": (res.ts, res.loss),
+                            "linear": (line.alphas, line.loss)}, p, xlabel="t",
+                           ylabel="train loss", title=f"{a.label} -> {b.label}")
+                figs.append(str(p))
+        except ImportError:
+            pass
+        result["figures"] = figs
+        _record(store, [a, b], f"curve/{kind}/{subspace}/{a.label}->{b.label}",
+                outdir / "result.json")
+    return result
+
+
+def compare_runs(root: str | Path, specs: list[str], *, out: str | Path | None = None
+                 ) -> dict[str, Any]:
+    """Distances, disagreement, KL, ensembles, mask overlap and MDS of several solutions."""
+    from sparseflow.landscape.compare import compare_models, comparison_table, plot_mds
+
+    if len(specs) < 2:
+        raise UserError("analyze compare: give at least two runs")
+    with Store(store_path(root)) as store:
+        eps, data = _load_endpoints(store, specs)
+        inits = []
+        for ep in eps:
+            try:
+                inits.append(resolve_endpoint(f"{ep.run_id}@0", store).model.state_dict())
+            except UserError:
+                inits.append(None)
+        try:
+            c = compare_models([e.model for e in eps], data.x_test, data.y_test,
+                               labels=[e.label for e in eps], masks=[e.masks for e in eps],
+                               inits=inits)
+        except ValueError as e:
+            raise _user(e, "analyze compare") from None
+        outdir = _outdir(root, "compare", [e.label for e in eps[:4]], out)
+        result = {"labels": c.labels, "runs": [e.run_id for e in eps],
+                  "accuracy": c.accuracy, "l2": c.l2.tolist(), "cosine": c.cosine.tolist(),
+                  "disagreement": c.disagreement.tolist(), "kl": c.kl.tolist(),
+                  "sym_kl": c.sym_kl.tolist(),
+                  "jaccard": None if c.jaccard is None else c.jaccard.tolist(),
+                  "l2_to_init": c.l2_to_init, "cosine_to_init": c.cosine_to_init,
+                  "mds": c.mds.tolist(),
+                  "ensembles": {",".join(map(str, k)): v for k, v in c.ensembles.items()},
+                  "dir": str(outdir)}
+        _write_atomic(outdir / "result.json", json.dumps(result, indent=1))
+        table = comparison_table(c)
+        _write_atomic(outdir / "table.txt", table)
+        figs = []
+        try:
+            for suffix in ("png", "svg"):
+                plot_mds(c, outdir / f"mds.{suffix}")
+                figs.append(str(outdir / f"mds.{suffix}"))
+        except ImportError:
+            pass
+        result["figures"] = figs
+        result["table"] = table
+        _record(store, eps, "compare/" + ",".join(e.label for e in eps), outdir / "result.json")
+    return result

@@ -323,9 +323,11 @@ def mds_2d(distances: np.ndarray, seed: int = 0) -> np.ndarray:
     is the best rank-2 fit of B. The result is centred at the origin.
 
     Sign convention (deterministic): each axis is flipped so that its coordinate of largest
-    absolute value (the first such index on a tie) is positive. An axis with a non-positive
-    eigenvalue (e.g. n <= 2 for the second axis) is all zeros. ``seed`` is accepted for
-    API symmetry with iterative MDS and unused: the classical solution has no randomness.
+    absolute value is positive; values within a relative 1e-9 of the maximum count as tied
+    and the first tied index decides, so rounding noise cannot flip the choice. An axis with
+    a non-positive eigenvalue (e.g. n <= 2 for the second axis) is all zeros. ``seed`` is
+    accepted for API symmetry with iterative MDS and unused: the classical solution has no
+    randomness.
     """
     del seed
     d = np.asarray(distances, dtype=np.float64)
@@ -356,7 +358,8 @@ def mds_2d(distances: np.ndarray, seed: int = 0) -> np.ndarray:
         if lam <= tol:
             continue
         col = vecs[:, idx] * math.sqrt(lam)
-        pivot = int(np.argmax(np.abs(col)))
+        mag = np.abs(col)
+        pivot = int(np.argmax(mag >= mag.max() * (1.0 - 1e-9)))  # first (near-)maximum
         if col[pivot] < 0:
             col = -col
         coords[:, axis] = col

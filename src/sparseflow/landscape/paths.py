@@ -9,9 +9,10 @@ For two states (``state_dict``-like mappings of parameters *and* buffers) A and 
     theta(alpha) = (1 - alpha) * theta_A + alpha * theta_B
 
 for every floating tensor (parameters and floating buffers such as BatchNorm running
-statistics); integer buffers (``num_batches_tracked``) are taken from A. At ``alpha == 0``
-the result is exactly A and at ``alpha == 1`` exactly B (copies, bit for bit), so the
-endpoints of a path reproduce the endpoints' own losses exactly. With a mask (see
+statistics), evaluated with ``torch.lerp`` (exact when A == B); integer buffers
+(``num_batches_tracked``) are taken from A. At ``alpha == 0`` the result is exactly A and
+at ``alpha == 1`` exactly B (copies, bit for bit), so the endpoints of a path reproduce
+the endpoints' own losses exactly. With a mask (see
 ``combine_masks``) every masked weight is then projected onto the sparse subspace,
 ``theta_l <- where(M_l, theta_l, 0)`` (an exact +0.0 outside the mask), also at the endpoints.
 
@@ -143,7 +144,8 @@ def _apply_masks(state: dict[str, Tensor], masks: Mapping[str, Tensor]) -> None:
     """``state[name] <- where(M, state[name], 0)`` for every masked name (exact +0.0)."""
     for name, m in masks.items():
         v = state[name]
-        state[name] = torch.where(m.to(v.device), v, torch.zeros((), dtype=v.dtype, device=v.device))
+        zero = torch.zeros((), dtype=v.dtype, device=v.device)
+        state[name] = torch.where(m.to(v.device), v, zero)
 
 
 # --- interpolation -------------------------------------------------------------------------
@@ -157,9 +159,13 @@ def interpolate_states(
 ) -> dict[str, Tensor]:
     """theta(alpha) = (1 - alpha) * theta_A + alpha * theta_B, then projected onto the mask.
 
-    Applies to every floating tensor (parameters and floating buffers); non-floating
+    Computed as ``torch.lerp`` (theta_A + alpha (theta_B - theta_A) for alpha < 0.5,
+    theta_B - (1 - alpha)(theta_B - theta_A) otherwise): the same value up to rounding, and
+    exact when A == B (interpolating a solution with itself gives the solution at every
+    alpha). Applies to every floating tensor (parameters and floating buffers); non-floating
     tensors (``num_batches_tracked``) are copied from A. ``alpha == 0`` returns exact copies
-    of A and ``alpha == 1`` exact copies of B (no arithmetic, so no rounding). With
+    of A and ``alpha == 1`` exact copies of B, every tensor included (no arithmetic, so no
+    rounding). With
     ``masks`` (``{name: bool tensor}``, e.g. from ``combine_masks``) each masked tensor is
     then ``where(M, theta, 0)``: exactly +0.0 outside the mask, at every alpha.
     Both states must have the same keys and shapes; the result is new tensors, detached.
@@ -180,12 +186,14 @@ def interpolate_states(
             )
         ta = ta.detach()
         tb = tb.detach().to(ta.device)
-        if alpha == 0.0 or not ta.is_floating_point():
+        if alpha == 0.0:
             out[name] = ta.clone()
         elif alpha == 1.0:
-            out[name] = tb.to(ta.dtype).clone()
+            out[name] = tb.clone()
+        elif not ta.is_floating_point():
+            out[name] = ta.clone()
         else:
-            out[name] = (1.0 - alpha) * ta + alpha * tb.to(ta.dtype)
+            out[name] = torch.lerp(ta, tb.to(ta.dtype), alpha)
     m = _as_dict(masks)
     if m:
         _check_masks(m, out)
@@ -231,11 +239,16 @@ def _device_of(model: nn.Module, state: Mapping[str, Tensor] | None = None) -> t
     return torch.device("cpu")
 
 
-def _batches(n: int, batch_size: int) -> Iterator[slice]:
+def _batches(n: int, batch_size: int, *, merge_single: bool = False) -> list[slice]:
+    """Consecutive slices of ``batch_size``; with ``merge_single`` a trailing batch of one
+    example joins the previous batch (BatchNorm cannot use batch statistics of one example).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for start in range(0, n, batch_size):
-        yield slice(start, min(start + batch_size, n))
+    out = [slice(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if merge_single and len(out) > 1 and out[-1].stop - out[-1].start == 1:
+        out[-2:] = [slice(out[-2].start, n)]
+    return out
 
 
 def _estimate_bn(
@@ -250,8 +263,8 @@ def _estimate_bn(
     seen is folded in with momentum b / (n + b): the result is the size-weighted average of
     the batch means and of the (unbiased) batch variances.
     """
-    if len(x) == 0:
-        raise ValueError("BatchNorm re-estimation needs at least one input")
+    if len(x) < 2:
+        raise ValueError(f"BatchNorm re-estimation needs at least 2 inputs, got {len(x)}")
     device = _device_of(model, state)
     with torch.no_grad(), _bn_estimation_mode(model) as bns:
         for name, m in bns.items():
@@ -263,7 +276,7 @@ def _estimate_bn(
                 state[prefix + "running_var"].fill_(1.0)
                 state[prefix + "num_batches_tracked"].zero_()
         seen = 0
-        for sl in _batches(len(x), batch_size):
+        for sl in _batches(len(x), batch_size, merge_single=True):
             xb = x[sl].to(device)
             b = len(xb)
             for m in bns.values():
@@ -281,8 +294,9 @@ def reset_bn_(model: nn.Module, x: Tensor, batch_size: int = 500) -> None:
     One pass over ``x`` with no gradients, BatchNorm layers in train mode and every other
     module in eval mode (no dropout); the statistics become the size-weighted average of
     the per-batch statistics (momentum b / (n + b) for a batch of b after n examples, which
-    is the cumulative average of ``momentum=None`` when all batches have equal size).
-    Train/eval modes and momenta are restored afterwards. No-op without BatchNorm.
+    is the cumulative average of ``momentum=None`` when all batches have equal size); a
+    trailing batch of one example joins the previous batch. Train/eval modes and momenta
+    are restored afterwards. No-op without BatchNorm.
     """
     if not bn_modules(model):
         return
@@ -406,7 +420,8 @@ def is_monotone(
         [(0.0, loss_a), *((a, v) for a, v in zip(alphas, losses, strict=True) if 0 <= a <= 1),
          (1.0, loss_b)]
     )
-    return all(v1 <= v0 + tol * max(1.0, abs(v0)) for (_, v0), (_, v1) in zip(pts, pts[1:]))
+    pairs = zip(pts[:-1], pts[1:], strict=True)
+    return all(v1 - v0 <= tol * max(1.0, abs(v0)) for (_, v0), (_, v1) in pairs)
 
 
 def linear_path(
