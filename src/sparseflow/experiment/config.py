@@ -81,6 +81,11 @@ class ArchConfig:
     skip: bool | None = field(
         None, help="Residual skip connections between equal-width hidden layers (MLP only)."
     )
+    init: str = field(
+        "default", choices=("default", "glorot", "he"), help="Dense base init of Linear/Conv "
+        "weights before any mask: PyTorch's default (U(+-1/sqrt(fan_in))), Glorot uniform with "
+        "zero biases (Keras' default, used by the papers' code) or He normal (var 2/fan_in)."
+    )
 
 
 @dataclass
@@ -165,8 +170,9 @@ class SparseConfig:
     )
     shuffle_mask: bool = field(False, help="Shuffle a loaded mask within each layer.")
     source_seed: int = field(
-        0, low=0, help="Seed of the pruning run that provides masks/weights (mask=pruned, "
-        "lottery)."
+        1000, low=0, help="Seed of the pruning run that provides masks/weights (mask=pruned, "
+        "lottery). Kept apart from the usual run seeds so that a scratch run never starts from "
+        "the pruning run's own init (which would make it the lottery ticket)."
     )
     update_every: int = field(100, low=1, help="SET/RigL: steps between mask updates.")
     drop_fraction: float = field(0.3, low=0.0, high=1.0, help="SET/RigL: initial drop fraction.")

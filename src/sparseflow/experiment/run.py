@@ -123,7 +123,24 @@ def make_model(cfg: Config, data: Dataset, widths: list[int] | None = None) -> t
                             "activation": a.activation, "batchnorm": a.batchnorm, "skip": a.skip}
     if widths is not None:
         opts = with_widths(opts, widths)
-    return build_model(cfg.model, data.input_shape, data.num_classes, **opts)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, **opts)
+    if a.init != "default":
+        base_init_(model, a.init)
+    return model
+
+
+def base_init_(model: torch.nn.Module, how: str) -> None:
+    """Re-initialise Linear/Conv layers: ``glorot`` = Glorot uniform weights and zero biases
+    (Keras' default), ``he`` = N(0, 2/fan_in) weights and zero biases. Uses the global RNG,
+    seeded by :func:`make_model`."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear | torch.nn.modules.conv._ConvNd):
+            if how == "glorot":
+                torch.nn.init.xavier_uniform_(m.weight)
+            else:
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
 
 
 def denormals_flushed() -> bool:

@@ -1,0 +1,621 @@
+"""Running a sweep on Dask distributed: workers train, the client alone writes the store.
+
+Roles
+-----
+* The **client** (:func:`run_sweep`) expands the sweep, skips runs the store already holds as
+  finished or diverged, submits the rest to Dask (source runs first: a run that needs another
+  run is submitted only once that run is finished *in the store*), and, as results arrive,
+  replays each run's recorded events into the store. It is the only process that writes the
+  SQLite store, so the store never sees concurrent writers from many machines (SQLite over a
+  network file system is not safe) and a worker needs no write access to it.
+* A **worker** (:func:`train_in_worker`, one thread per process) trains one run with a
+  :class:`~sparseflow.experiment.recorder.MemoryRecorder` and returns the run's summary and
+  events. It writes only files in the run's own directory ``ROOT/runs/RUN_ID``: checkpoints
+  (atomic) and a journal ``sweep-events.jsonl`` of the events it recorded.
+
+Faults
+------
+* Client killed (even ``kill -9``): LocalCluster workers die with it. Started again, the sweep
+  skips what the store holds as finished; a run that was in flight resumes from its latest
+  checkpoint, and its journal supplies the metric rows recorded before that checkpoint, so
+  nothing is lost and nothing is duplicated (metric rows are keyed by run, step and name).
+* Worker killed mid-run: the Dask scheduler gives the task to another worker (up to
+  ``retries`` lost workers per task); the run resumes from its latest checkpoint, bit for bit.
+* A run whose loss becomes NaN/inf is recorded ``diverged`` with its step; the sweep goes on
+  (runs that need it as a source are reported ``blocked``).
+* A run that raises is recorded ``failed`` with the error; the sweep goes on. Bad input
+  (:class:`~sparseflow.errors.UserError`) is not retried; other exceptions are retried by Dask
+  ``retries`` times.
+
+``ROOT`` must be one directory that the client and every worker see under the same path (a
+shared file system on a multi-machine cluster).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from sparseflow.errors import UserError
+from sparseflow.experiment.config import Config, config_from_dict, run_id
+from sparseflow.experiment.recorder import MemoryRecorder
+from sparseflow.experiment.store import Store, effective_status
+from sparseflow.experiment.sweep import PlannedRun, Sweep, as_configs, plan, stored_runs
+from sparseflow.experiment.typed import to_dict
+
+JOURNAL = "sweep-events.jsonl"
+TOPIC = "sparseflow-sweep"
+TERMINAL = ("finished", "diverged")
+
+Event = tuple[str, str, Any, Any]
+
+
+# -- the worker side -----------------------------------------------------------------------
+def journal_path(root: str | Path, rid: str) -> Path:
+    """The journal of the events a worker recorded for run ``rid``."""
+    from sparseflow.experiment.run import run_dir
+
+    return run_dir(root, rid) / JOURNAL
+
+
+def read_journal(path: str | Path) -> list[Event]:
+    """Events in a journal file, in order; a line cut short by a crash is ignored."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    events: list[Event] = []
+    for line in p.read_text().splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, list) and len(item) == 4:
+            events.append((item[0], item[1], item[2], item[3]))
+    return events
+
+
+def journal_workers(path: str | Path) -> list[dict[str, Any]]:
+    """The ``{"pid", "host", "time"}`` records of the worker processes that trained the run."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text().splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, dict) and "pid" in item:
+            out.append(item)
+    return out
+
+
+class JournalRecorder(MemoryRecorder):
+    """A :class:`MemoryRecorder` that also appends every event to the run's journal file.
+
+    The loop hands metric rows to the recorder just before it writes each checkpoint, so the
+    journal holds every row up to the latest checkpoint: a run resumed from that checkpoint by
+    another process (after a crash) loses none of its rows.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self._files: dict[str, Any] = {}
+
+    def _file(self, rid: str) -> Any:
+        fh = self._files.get(rid)
+        if fh is None:
+            path = journal_path(self.root, rid)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fh = self._files[rid] = open(path, "a")  # noqa: SIM115 (closed in close())
+        return fh
+
+    def _write(self, rid: str, item: Any) -> None:
+        fh = self._file(rid)
+        fh.write(json.dumps(item) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+    def note_worker(self, rid: str) -> None:
+        """Record which process trains ``rid`` (for operators and tests)."""
+        self._write(rid, {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()})
+
+    def start(self, rid: str, config: dict[str, Any]) -> None:
+        super().start(rid, config)
+        self._write(rid, list(self.events[-1]))
+
+    def log(self, rid: str, rows: list[tuple[int, str, float]]) -> None:
+        super().log(rid, rows)
+        self._write(rid, list(self.events[-1]))
+
+    def status(self, rid: str, status: str) -> None:
+        super().status(rid, status)
+        self._write(rid, list(self.events[-1]))
+
+    def finish(self, rid: str, status: str, summary: dict[str, Any]) -> None:
+        super().finish(rid, status, summary)
+        self._write(rid, list(self.events[-1]))
+
+    def artifact(self, rid: str, name: str, path: str | Path, kind: str) -> None:
+        super().artifact(rid, name, path, kind)
+        self._write(rid, list(self.events[-1]))
+
+    def close(self) -> None:
+        """Close the journal files."""
+        for fh in self._files.values():
+            fh.close()
+        self._files.clear()
+
+
+def _quiet(msg: str) -> None:
+    """Workers print nothing: their lines would interleave; the client reports."""
+
+
+def _announce(rid: str) -> None:
+    """Tell the client (through a Dask event topic) that this worker starts training ``rid``."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return
+    worker.log_event(TOPIC, {"run_id": rid, "pid": os.getpid(), "host": socket.gethostname()})
+
+
+def _train(config_dict: dict[str, Any], root: str | Path, *, announce: bool) -> dict[str, Any]:
+    """Train one run without writing the store; see :func:`train_in_worker`."""
+    from sparseflow.experiment.checkpoint import latest_checkpoint
+    from sparseflow.experiment.run import execute, run_dir
+
+    cfg = config_from_dict(config_dict)
+    rid = run_id(cfg)
+    jpath = journal_path(root, rid)
+    if latest_checkpoint(run_dir(root, rid) / "checkpoints") is None:
+        jpath.unlink(missing_ok=True)  # a fresh start: older rows will be recorded again
+    prior = [e for e in read_journal(jpath) if e[1] == rid]
+    rec = JournalRecorder(root)
+    rec.note_worker(rid)
+    if announce:
+        _announce(rid)
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    try:
+        summary = execute(cfg, root=root, progress=False, echo=_quiet, recorder=rec)
+    except UserError as e:  # bad input is not retried
+        error = str(e)
+    finally:
+        rec.close()
+    return {"run_id": rid, "summary": summary, "events": prior + rec.events, "error": error}
+
+
+def train_in_worker(config_dict: dict[str, Any], root: str, threads: int = 1) -> dict[str, Any]:
+    """Train (or resume) one run in a worker process; returns ``{"run_id", "summary",
+    "events", "error"}``.
+
+    Sets ``torch.set_num_threads(threads)``, runs
+    :func:`~sparseflow.experiment.run.execute` with a recorder that keeps the events in
+    memory (and in the run's journal) instead of writing the store, and returns them for the
+    client to replay. A :class:`~sparseflow.errors.UserError` comes back as ``error`` (it would
+    fail again: no retry); other exceptions propagate (Dask retries them).
+    """
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    return _train(config_dict, root, announce=True)
+
+
+# -- the client side -----------------------------------------------------------------------
+def _head(r: PlannedRun) -> dict[str, Any]:
+    c = r.config
+    return {"run_id": r.run_id, "method": c.method, "dataset": c.dataset, "model": c.model,
+            "seed": c.seed, "sparsity": 0.0 if c.method == "dense" else c.sparsity}
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    """A plain TCP connect to ``address`` first, so a wrong address fails fast and clearly."""
+    from distributed.comm import parse_address, parse_host_port
+
+    try:
+        scheme, loc = parse_address(address)
+    except ValueError as e:
+        raise UserError(f"--scheduler: {address!r} is not a Dask address ({e})") from None
+    if scheme not in ("tcp", "tls"):
+        return
+    try:
+        host, port = parse_host_port(loc)
+    except ValueError as e:
+        raise UserError(f"--scheduler: {address!r} is not a Dask address ({e})") from None
+    if not port:
+        raise UserError(f"--scheduler: {address!r} has no port (e.g. tcp://HOST:8786)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        if isinstance(e, TimeoutError | socket.timeout):
+            reason = f"no answer within {timeout:g} s"
+        raise UserError(f"cannot reach Dask scheduler at {address} ({reason})") from None
+
+
+def connect(scheduler: str | None, workers: int, retries: int, connect_timeout: float
+            ) -> tuple[Any, Any]:
+    """(client, cluster or None): a client of ``scheduler``, or of a new LocalCluster of
+    ``workers`` single-thread worker processes (OMP/MKL threads 1)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        _check_reachable(scheduler, connect_timeout)
+        try:
+            client = Client(scheduler, timeout=connect_timeout, set_as_default=False)
+        except Exception as e:  # noqa: BLE001 (any failure to connect is the user's address)
+            msg = " ".join(str(e).split()) or type(e).__name__
+            raise UserError(f"cannot reach Dask scheduler at {scheduler} ({msg})") from None
+        return client, None
+    one = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    with dask.config.set({"distributed.scheduler.allowed-failures": retries,
+                          "distributed.scheduler.worker-saturation": 1.0}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR, env=one)
+    client = Client(cluster, set_as_default=False)
+    return client, cluster
+
+
+class _Sweeper:
+    """The client's bookkeeping: what is done, what may start, and the store writes."""
+
+    def __init__(self, runs: list[PlannedRun], root: Path, store: Store,
+                 echo: Callable[[str], None], bar: Any) -> None:
+        self.runs = {r.run_id: r for r in runs}
+        self.order = [r.run_id for r in runs]
+        self.root, self.store, self.echo, self.bar = root, store, echo, bar
+        self.results: dict[str, dict[str, Any]] = {}
+        self.state: dict[str, str] = {}  # rid -> finished/diverged/failed/busy/submitted/...
+        self.started: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.running: set[str] = set()  # marked running in the store by this client
+
+    # -- scheduling ----------------------------------------------------------------------
+    def ready(self) -> list[PlannedRun]:
+        """Runs not yet submitted whose sources are finished."""
+        out = []
+        for rid in self.order:
+            if rid in self.state:
+                continue
+            needs = [self.state.get(n) for n in self.runs[rid].needs]
+            if all(s == "finished" for s in needs):
+                out.append(self.runs[rid])
+        return out
+
+    def block_rest(self) -> None:
+        """Runs that can no longer start this time (a source failed, diverged or is busy)."""
+        changed = True
+        while changed:
+            changed = False
+            for rid in self.order:
+                if rid in self.state:
+                    continue
+                bad = [n for n in self.runs[rid].needs
+                       if self.state.get(n) in ("failed", "diverged", "busy", "blocked")]
+                if bad:
+                    why = f"source run {bad[0]} is {self.state[bad[0]]}"
+                    self.state[rid] = "blocked"
+                    self.results[rid] = {**_head(self.runs[rid]), "status": "blocked",
+                                         "error": why}
+                    self.say(f"blocked  {rid}: {why}")
+                    changed = True
+
+    # -- reporting -----------------------------------------------------------------------
+    def say(self, msg: str) -> None:
+        """Print a line above the progress bar."""
+        if self.bar is None:
+            self.echo(msg)
+            return
+        from tqdm import tqdm
+
+        with tqdm.external_write_mode(file=sys.stderr):
+            self.echo(msg)
+
+    def _line(self, r: PlannedRun, summary: dict[str, Any]) -> str:
+        c = r.config
+        sp = "" if c.method == "dense" else f" sparsity {c.sparsity:g}"
+        st = summary.get("status", "?")
+        if st == "finished":
+            acc = summary.get("test_accuracy")
+            tail = f"test acc {acc:.4f}" if isinstance(acc, float) else "finished"
+            wall = summary.get("wall_seconds")
+            if isinstance(wall, int | float):
+                tail += f" ({wall:.1f} s)"
+        elif st == "diverged":
+            tail = f"diverged at step {summary.get('diverged_step')}"
+        else:
+            tail = f"{st}: {summary.get('error', '')}"
+        role = "" if r.point else " [source]"
+        return f"{st:8s} {r.run_id} {c.method}{sp} seed {c.seed}{role}: {tail}"
+
+    # -- store writes (the client only) --------------------------------------------------
+    def mark_started(self) -> None:
+        """Apply the workers' start notices: the run is ``running`` in the store."""
+        while True:
+            try:
+                msg = self.started.get_nowait()
+            except queue.Empty:
+                return
+            rid = msg.get("run_id")
+            if rid in self.runs and self.state.get(rid) == "submitted":
+                self.store.start_run(rid, to_dict(self.runs[rid].config))
+                self.running.add(rid)
+
+    def on_event(self, event: tuple[float, Any]) -> None:
+        """Dask topic handler (runs in the client's event-loop thread): queue the notice."""
+        _, msg = event
+        if isinstance(msg, dict):
+            self.started.put(msg)
+
+    def record(self, result: dict[str, Any]) -> None:
+        """Replay a worker's events into the store and note the outcome."""
+        rid = result["run_id"]
+        MemoryRecorder.replay(result["events"], self.store)
+        if result.get("error") is not None or result.get("summary") is None:
+            self.fail(rid, result.get("error") or "no summary", replay_journal=False)
+            return
+        summary = result["summary"]
+        status = summary.get("status", "finished")
+        self.state[rid] = status if status in TERMINAL else "failed"
+        self.results[rid] = summary
+        self.running.discard(rid)
+        if status in TERMINAL:
+            journal_path(self.root, rid).unlink(missing_ok=True)
+        self.say(self._line(self.runs[rid], summary))
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def fail(self, rid: str, error: str, *, replay_journal: bool = True) -> None:
+        """Record ``rid`` as failed (with what its journal holds), and go on."""
+        error = " ".join(str(error).split())
+        if replay_journal:
+            with contextlib.suppress(OSError):
+                MemoryRecorder.replay(read_journal(journal_path(self.root, rid)), self.store)
+        r = self.runs[rid]
+        if self.store.get_run(rid) is None:
+            self.store.start_run(rid, to_dict(r.config))
+        summary = {**_head(r), "status": "failed", "error": error}
+        self.store.finish_run(rid, "failed", summary)
+        self.state[rid] = "failed"
+        self.results[rid] = summary
+        self.running.discard(rid)
+        self.say(self._line(r, summary))
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def interrupted(self) -> None:
+        """The client stops early: runs it marked running are ``interrupted``."""
+        for rid in list(self.running):
+            with contextlib.suppress(Exception):
+                MemoryRecorder.replay(read_journal(journal_path(self.root, rid)), self.store)
+                self.store.set_status(rid, "interrupted")
+        self.running.clear()
+
+
+def _run_inprocess(sw: _Sweeper, root: Path) -> None:
+    """``workers=0``: train each run in this process, in order (for debugging)."""
+    while True:
+        todo = sw.ready()
+        if not todo:
+            return
+        for r in todo:
+            sw.state[r.run_id] = "submitted"
+            sw.store.start_run(r.run_id, to_dict(r.config))
+            sw.running.add(r.run_id)
+            try:
+                result = _train(to_dict(r.config), root, announce=False)
+            except KeyboardInterrupt:
+                sw.interrupted()
+                raise
+            except Exception as e:  # noqa: BLE001 (recorded, the sweep goes on)
+                sw.fail(r.run_id, f"{type(e).__name__}: {e}")
+                continue
+            sw.record(result)
+        sw.block_rest()
+
+
+def _run_dask(sw: _Sweeper, client: Any, root: Path, retries: int) -> None:
+    """Submit runs as their sources finish; replay results as they arrive."""
+    from distributed import as_completed
+
+    client.subscribe_topic(TOPIC, sw.on_event)
+    keys: dict[str, str] = {}
+    ac = as_completed(loop=client.loop)
+
+    def submit_ready() -> None:
+        for r in sw.ready():
+            sw.state[r.run_id] = "submitted"
+            fut = client.submit(train_in_worker, to_dict(r.config), str(root), 1,
+                                key=f"sparseflow-train-{r.run_id}", retries=retries,
+                                pure=False, priority=0 if r.point else 1)
+            keys[fut.key] = r.run_id
+            ac.add(fut)
+
+    submit_ready()
+    while not ac.is_empty():
+        sw.mark_started()
+        batch = ac.next_batch(block=False)
+        if not batch:
+            time.sleep(0.05)
+            continue
+        for fut in batch:
+            rid = keys[fut.key]
+            if fut.status == "finished":
+                try:
+                    result = fut.result()
+                except Exception as e:  # noqa: BLE001
+                    sw.fail(rid, f"{type(e).__name__}: {e}")
+                else:
+                    sw.record(result)
+            else:
+                exc = fut.exception() if fut.status == "error" else None
+                why = f"{type(exc).__name__}: {exc}" if exc is not None else fut.status
+                sw.fail(rid, why)
+            fut.release()
+        sw.block_rest()
+        submit_ready()
+
+
+@contextlib.contextmanager
+def _progress(total: int, enabled: bool) -> Iterator[Any]:
+    if not enabled or total == 0:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, desc="sweep")
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def run_sweep(
+    sweep_or_configs: Sweep | str | Path | list[Config],
+    root: str | Path,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    dry_run: bool = False,
+    retries: int = 3,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    connect_timeout: float = 5.0,
+) -> list[dict[str, Any]]:
+    """Run every point of a sweep that the store does not hold as finished; returns the
+    points' summaries in sweep order.
+
+    ``workers``: worker processes of the LocalCluster (default: one per core; never more than
+    there are runs); ``0`` trains in this process, without Dask (debugging). ``scheduler``
+    (``tcp://HOST:PORT``): submit to that running Dask cluster instead (``workers`` is then
+    ignored); an address that does not answer within ``connect_timeout`` seconds is a
+    :class:`~sparseflow.errors.UserError`. ``dry_run``: list what would run and start nothing.
+    ``retries``: how many times a run is given to another worker after its worker died (or
+    after an unexpected exception). Source runs (``lottery``, ``sparse.mask=pruned``) are
+    trained first, once each.
+
+    Summaries have at least ``run_id``, ``status`` (finished, diverged, failed, or blocked
+    when a source run did not finish; ``pending`` in a dry run), ``method``, ``seed``,
+    ``sparsity``; finished runs have ``test_accuracy`` and ``wall_seconds``, diverged ones
+    ``diverged_step``, failed and blocked ones ``error``.
+    """
+    configs = as_configs(sweep_or_configs)
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if workers < 0:
+        raise UserError(f"--workers: expected 0 or more, got {workers}")
+    if retries < 0:
+        raise UserError(f"retries: expected 0 or more, got {retries}")
+    root = Path(root).absolute()
+    runs = plan(configs)
+    stored = stored_runs(root, [r.run_id for r in runs])
+    here = socket.gethostname()
+    results: dict[str, dict[str, Any]] = {}
+    state: dict[str, str] = {}
+    for r in runs:
+        row = stored.get(r.run_id)
+        if row is None:
+            continue
+        st = effective_status(row)
+        if st in TERMINAL and row.get("summary"):
+            state[r.run_id] = st
+            results[r.run_id] = row["summary"]
+        elif st == "running" and row.get("host") == here and row.get("pid") != os.getpid():
+            state[r.run_id] = "busy"  # another live process on this machine trains it
+            results[r.run_id] = {**_head(r), "status": "running",
+                                 "error": f"being trained by process {row.get('pid')}"}
+    todo = [r for r in runs if r.run_id not in state]
+
+    if dry_run:
+        echo(f"{len(runs)} runs: {len(runs) - len(todo)} already done or running, "
+             f"{len(todo)} to run")
+        for r in todo:
+            c = r.config
+            role = "" if r.point else " [source]"
+            echo(f"would run {r.run_id} {c.method} {c.model} on {c.dataset}, sparsity "
+                 f"{c.sparsity:g}, seed {c.seed}{role}")
+        return [results.get(r.run_id, {**_head(r), "status": "pending"})
+                for r in runs if r.point]
+
+    if not todo:
+        echo(f"all {len(runs)} runs of the sweep are done")
+        return [results[r.run_id] for r in runs if r.point]
+
+    client = cluster = None
+    if workers > 0 or scheduler is not None:
+        client, cluster = connect(scheduler, min(workers, len(todo)) or 1, retries,
+                                  connect_timeout)
+    root.mkdir(parents=True, exist_ok=True)
+    from sparseflow.experiment.run import store_path
+
+    try:
+        with Store(store_path(root)) as store, _progress(len(todo), progress) as bar:
+            sw = _Sweeper(runs, root, store, echo, bar)
+            sw.state.update(state)
+            sw.results.update(results)
+            where = (f"Dask scheduler {scheduler}" if scheduler else
+                     f"{min(workers, len(todo))} local worker processes" if workers else
+                     "this process")
+            sw.say(f"{len(todo)} of {len(runs)} runs to train on {where}")
+            sw.block_rest()
+            try:
+                if client is None:
+                    _run_inprocess(sw, root)
+                else:
+                    _run_dask(sw, client, root, retries)
+            except BaseException:
+                sw.interrupted()
+                raise
+            sw.block_rest()
+            out = [sw.results.get(r.run_id, {**_head(r), "status": "pending"})
+                   for r in runs if r.point]
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close(timeout=10)
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=10)
+    return out
+
+
+def results_table(summaries: list[dict[str, Any]]) -> str:
+    """The final table: run id, method, sparsity, seed, status, test accuracy, wall time."""
+    head = (f"{'run id':12s}  {'method':13s}  {'sparsity':>8s}  {'seed':>4s}  {'status':14s}  "
+            f"{'test acc':>8s}  {'time s':>7s}")
+    lines = [head, "-" * len(head)]
+    counts: dict[str, int] = {}
+    for s in summaries:
+        st = str(s.get("status", "?"))
+        counts[st] = counts.get(st, 0) + 1
+        if st == "diverged" and s.get("diverged_step") is not None:
+            st = f"diverged@{s['diverged_step']}"
+        acc = s.get("test_accuracy")
+        wall = s.get("wall_seconds")
+        sp = s.get("sparsity")
+        method = str(s.get("method", "?"))
+        sp_s = "-" if method == "dense" or not isinstance(sp, int | float) else f"{sp:.3f}"
+        seed = s.get("seed")
+        lines.append(
+            f"{str(s.get('run_id', '?')):12s}  {method:13s}  {sp_s:>8s}  "
+            f"{'-' if seed is None else seed:>4}  {st:14s}  "
+            f"{f'{acc:.4f}' if isinstance(acc, int | float) else '-':>8s}  "
+            f"{f'{wall:.1f}' if isinstance(wall, int | float) else '-':>7s}"
+        )
+    lines.append(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    return "\n".join(lines)

@@ -1,0 +1,372 @@
+"""Sweep files: a base config plus axes, expanded into runs named by their content hash.
+
+A sweep file is YAML (read with ``yaml.safe_load``)::
+
+    name: lr-vs-sparsity          # optional; default: the file's stem
+    base:                         # optional; nested sections or dotted keys
+      dataset: fashion_mnist
+      train.duration: 20ep
+    grid:                         # optional; the cartesian product of these axes
+      method: [set, rigl]
+      sparsity: [0.8, 0.9]
+    zip:                          # optional; lists of equal length, walked together
+      optim.lr: [0.1, 0.05]
+      optim.schedule: [cosine, constant]
+    seeds: 3                      # optional; an int n (seeds 0..n-1) or a list of seeds
+
+Every point is ``base`` overridden by one grid combination, one zip row and one seed; it is
+validated like ``sparseflow run --set ...`` and named by :func:`~sparseflow.experiment.config.
+run_id`, so points that are the same run are kept once, a finished run is never trained again
+and an interrupted sweep started again completes only what is missing.
+
+Some methods need other runs first (``method=lottery``, ``method=static`` with
+``sparse.mask=pruned``): :func:`source_configs` lists them, in the order they must be trained,
+with the same rules the run itself uses (``sparseflow.experiment.sparse``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sparseflow.errors import ConfigError, UserError
+from sparseflow.experiment import typed
+from sparseflow.experiment.config import Config, config_from_dict, run_id
+from sparseflow.experiment.sparse import _base_source, _imp_round_sparsity
+from sparseflow.experiment.store import Store, effective_status
+
+SWEEP_KEYS = ("name", "base", "grid", "zip", "seeds")
+STATUS_KEYS = ("done", "running", "interrupted", "failed", "diverged", "pending")
+_STORE_TO_SWEEP = {"finished": "done", "running": "running", "interrupted": "interrupted",
+                   "failed": "failed", "diverged": "diverged"}
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep file (see the module docstring for the format).
+
+    ``base`` holds dotted keys; ``grid`` and ``zip`` map dotted config fields to their values;
+    ``seeds`` is empty when the file has no seed axis (the base's seed is used).
+    """
+
+    name: str
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    zip: dict[str, list[Any]]
+    seeds: list[int]
+    path: Path
+
+    @property
+    def size(self) -> int:
+        """Number of points before duplicates are removed."""
+        n = 1
+        for values in self.grid.values():
+            n *= len(values)
+        if self.zip:
+            n *= len(next(iter(self.zip.values())))
+        return n * max(1, len(self.seeds))
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the nearest valid field, matching the whole key or its tail."""
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if not close:
+        tails = {v.rsplit(".", 1)[-1]: v for v in valid}
+        hit = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(tails), n=1, cutoff=0.6)
+        close = [tails[hit[0]]] if hit else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _axes(path: Path, section: str, raw: Any, valid: list[str]) -> dict[str, list[Any]]:
+    """Validated ``{dotted field: [values]}`` of the ``grid`` or ``zip`` section."""
+    if raw is None or raw == {}:
+        raise ConfigError(f"{path}: {section} is empty (give at least one axis, or leave the "
+                          f"{section} section out)")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: {section}: expected a mapping of config fields to lists of "
+                          f"values, got {type(raw).__name__}")
+    flat = typed.flatten(raw)
+    out: dict[str, list[Any]] = {}
+    for key, values in flat.items():
+        if not isinstance(key, str) or key not in valid:
+            raise ConfigError(f"{path}: {section} axis {key!r} is not a config field"
+                              f"{_suggest(str(key), valid)}")
+        if not isinstance(values, list):
+            raise ConfigError(f"{path}: {section} axis {key!r}: expected a list of values, got "
+                              f"{values!r}")
+        if not values:
+            raise ConfigError(f"{path}: {section} axis {key!r} has no values (empty grid: the "
+                              "sweep would have no runs)")
+        out[key] = values
+    return out
+
+
+def _seeds(path: Path, raw: Any) -> list[int]:
+    if raw is None:
+        return []
+    if isinstance(raw, bool):
+        raise ConfigError(f"{path}: seeds: expected a count or a list of seeds, got {raw!r}")
+    if isinstance(raw, int):
+        if raw < 1:
+            raise ConfigError(f"{path}: seeds: {raw} gives no runs (empty grid); expected a "
+                              "count >= 1 or a list of seeds")
+        return list(range(raw))
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: seeds: expected a count or a list of seeds, got {raw!r}")
+    if not raw:
+        raise ConfigError(f"{path}: seeds: the list is empty (empty grid: the sweep would have "
+                          "no runs)")
+    for s in raw:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ConfigError(f"{path}: seeds: {s!r} is not a non-negative integer")
+    return list(dict.fromkeys(raw))
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and validate a sweep file; every error is a one-line ConfigError naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read sweep file ({e.strerror or e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping with keys {', '.join(SWEEP_KEYS)} at the top "
+                          "level")
+    for key in data:
+        if key not in SWEEP_KEYS:
+            hint = difflib.get_close_matches(str(key), SWEEP_KEYS, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{p}: unknown sweep key {key!r}{extra}; expected "
+                              f"{', '.join(SWEEP_KEYS)}")
+    name = data.get("name", p.stem)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{p}: name: expected a non-empty string, got {name!r}")
+    valid = typed.leaf_names(Config)
+
+    base_raw = data.get("base") or {}
+    if not isinstance(base_raw, dict):
+        raise ConfigError(f"{p}: base: expected a mapping of config fields, got "
+                          f"{type(base_raw).__name__}")
+    base = typed.flatten(base_raw)
+    for key in base:
+        if key not in valid:
+            raise ConfigError(f"{p}: base: {key!r} is not a config field{_suggest(key, valid)}")
+    try:
+        config_from_dict(typed.unflatten(base))
+    except ConfigError as e:
+        raise ConfigError(f"{p}: base: {e}") from None
+
+    grid = _axes(p, "grid", data["grid"], valid) if "grid" in data else {}
+    zipped = _axes(p, "zip", data["zip"], valid) if "zip" in data else {}
+    lengths = {k: len(v) for k, v in zipped.items()}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+        raise ConfigError(f"{p}: zip: every list must have the same length ({detail})")
+    both = sorted(set(grid) & set(zipped))
+    if both:
+        raise ConfigError(f"{p}: {both[0]!r} is both a grid and a zip axis")
+    seeds = _seeds(p, data.get("seeds"))
+    if seeds and ("seed" in grid or "seed" in zipped):
+        raise ConfigError(f"{p}: seeds and a 'seed' axis both set the seed; keep one")
+    return Sweep(name=name, base=base, grid=grid, zip=zipped, seeds=seeds, path=p)
+
+
+def points(sweep: Sweep) -> list[dict[str, Any]]:
+    """The dotted overrides of every point: grid product x zip rows x seeds, in that order."""
+    grid_rows = [dict(zip(sweep.grid, combo, strict=True))
+                 for combo in itertools.product(*sweep.grid.values())]
+    n_zip = len(next(iter(sweep.zip.values()))) if sweep.zip else 0
+    zip_rows = ([{k: v[i] for k, v in sweep.zip.items()} for i in range(n_zip)]
+                if sweep.zip else [{}])
+    seed_rows = [{"seed": s} for s in sweep.seeds] or [{}]
+    return [{**g, **z, **s} for g in grid_rows for z in zip_rows for s in seed_rows]
+
+
+def expand(sweep: Sweep) -> list[Config]:
+    """Validated configs of every point, duplicates (the same run id) removed, order stable."""
+    out: dict[str, Config] = {}
+    base = typed.unflatten(sweep.base)
+    for overrides in points(sweep):
+        try:
+            cfg = config_from_dict(typed.merge(base, overrides))
+        except ConfigError as e:
+            where = ", ".join(f"{k}={v}" for k, v in overrides.items())
+            raise ConfigError(f"{sweep.path}: point {where}: {e}") from None
+        out.setdefault(run_id(cfg), cfg)
+    if not out:
+        raise ConfigError(f"{sweep.path}: the sweep has no points (empty grid)")
+    return list(out.values())
+
+
+# -- source runs ---------------------------------------------------------------------------
+def direct_sources(cfg: Config) -> list[Config]:
+    """The runs ``cfg`` reads directly (its mask or ticket source), as the run will name them.
+
+    Mirrors ``sparseflow.experiment.sparse``: ``static`` with ``sparse.mask=pruned`` and
+    ``lottery`` with ``sparse.ticket=gradual`` need the gradual-pruning run of the same settings
+    (seed ``sparse.source_seed``); an IMP ticket of round R needs the dense run (its rewind
+    point) and round R-1's ticket.
+    """
+    sp = cfg.sparse
+    if cfg.method == "static" and sp.mask == "pruned":
+        return [_base_source(cfg, "gradual")]
+    if cfg.method != "lottery":
+        return []
+    if sp.ticket == "gradual":
+        return [_base_source(cfg, "gradual")]
+    dense = _base_source(cfg, "dense")
+    r = sp.rounds
+    if r == 1:
+        return [dense]
+    prev = copy.deepcopy(cfg)
+    prev.seed = sp.source_seed
+    prev.sparsity = _imp_round_sparsity(cfg.sparsity, r, r - 1)
+    prev.sparse = dataclasses.replace(sp, rounds=r - 1)
+    return [dense, prev]
+
+
+def source_configs(cfg: Config) -> list[Config]:
+    """Every run ``cfg`` depends on, transitively (an IMP chain), each before its dependents.
+
+    Duplicates (the same run id) are kept once; ``cfg`` itself is not included.
+    """
+    order: dict[str, Config] = {}
+    own = run_id(cfg)
+
+    def visit(c: Config, stack: tuple[str, ...]) -> None:
+        for src in direct_sources(c):
+            rid = run_id(src)
+            if rid in stack:
+                raise UserError(f"run {rid} depends on itself through its sources")
+            if rid not in order:
+                visit(src, (*stack, rid))
+                order[rid] = src
+            else:
+                _merge_checkpoints(order[rid], src)
+
+    visit(cfg, (own,))
+    order.pop(own, None)
+    return list(order.values())
+
+
+def _merge_checkpoints(kept: Config, other: Config) -> None:
+    """Give ``kept`` the extra checkpoint steps ``other`` asks for (the same run, needed by
+    several dependents with different rewind points)."""
+    steps = sorted({*kept.train.checkpoint_steps, *other.train.checkpoint_steps})
+    kept.train.checkpoint_steps = steps
+
+
+@dataclass
+class PlannedRun:
+    """One run of a sweep: its config, the run ids it needs first, and whether it is a point
+    of the sweep (else only a source of one)."""
+
+    run_id: str
+    config: Config
+    needs: list[str]
+    point: bool
+
+
+def plan(configs: list[Config]) -> list[PlannedRun]:
+    """Every run the configs need (sources first), each once, in a valid training order."""
+    runs: dict[str, PlannedRun] = {}
+    for cfg in configs:
+        for c in [*source_configs(cfg), cfg]:
+            rid = run_id(c)
+            if rid in runs:
+                _merge_checkpoints(runs[rid].config, c)
+                runs[rid].point = runs[rid].point or c is cfg
+                continue
+            needs = list(dict.fromkeys(run_id(s) for s in direct_sources(c)))
+            runs[rid] = PlannedRun(rid, copy.deepcopy(c), needs, c is cfg)
+    return list(runs.values())
+
+
+def as_configs(sweep_or_configs: Sweep | str | Path | list[Config]) -> list[Config]:
+    """Configs of a sweep, a sweep file, or a list of configs (kept as given, deduplicated)."""
+    if isinstance(sweep_or_configs, str | Path):
+        sweep_or_configs = load_sweep(sweep_or_configs)
+    if isinstance(sweep_or_configs, Sweep):
+        return expand(sweep_or_configs)
+    out: dict[str, Config] = {}
+    for c in sweep_or_configs:
+        if not isinstance(c, Config):
+            raise TypeError(f"expected Config objects, got {type(c).__name__}")
+        out.setdefault(run_id(c), c)
+    return list(out.values())
+
+
+# -- status --------------------------------------------------------------------------------
+def stored_runs(root: str | Path, rids: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Stored rows by run id (all, or only ``rids``); empty when there is no store yet (and
+    none is created)."""
+    from sparseflow.experiment.run import store_path
+
+    path = store_path(root)
+    if not path.exists():
+        return {}
+    with Store(path) as st:
+        if rids is None:
+            return {r["run_id"]: r for r in st.list_runs()}
+        return {rid: row for rid in rids if (row := st.get_run(rid)) is not None}
+
+
+def sweep_status(sweep: Sweep | list[Config], root: str | Path) -> dict[str, list[str]]:
+    """Run ids of the sweep (its points and their source runs) by state: done, running,
+    interrupted, failed, diverged, pending (not in the store yet).
+
+    ``running`` rows whose client process is gone count as ``interrupted``
+    (:func:`~sparseflow.experiment.store.effective_status`).
+    """
+    runs = plan(as_configs(sweep))
+    stored = stored_runs(root, [r.run_id for r in runs])
+    out: dict[str, list[str]] = {k: [] for k in STATUS_KEYS}
+    for r in runs:
+        row = stored.get(r.run_id)
+        state = "pending" if row is None else _STORE_TO_SWEEP.get(effective_status(row),
+                                                                  "pending")
+        out[state].append(r.run_id)
+    return out
+
+
+def status_table(sweep: Sweep | list[Config], root: str | Path) -> str:
+    """A count line and one row per run of the sweep: id, role, method, sparsity, seed, state,
+    test accuracy."""
+    runs = plan(as_configs(sweep))
+    stored = stored_runs(root, [r.run_id for r in runs])
+    status = sweep_status(sweep, root)
+    state_of = {rid: k for k, ids in status.items() for rid in ids}
+    name = sweep.name if isinstance(sweep, Sweep) else "sweep"
+    counts = ", ".join(f"{len(status[k])} {k}" for k in STATUS_KEYS if status[k])
+    lines = [f"{name}: {len(runs)} runs ({counts})"]
+    head = f"{'run id':12s}  {'role':6s}  {'method':13s}  {'sparsity':>8s}  {'seed':>4s}  " \
+           f"{'status':12s}  {'test acc':>8s}"
+    lines += [head, "-" * len(head)]
+    for r in runs:
+        row = stored.get(r.run_id) or {}
+        summ = row.get("summary") or {}
+        state = state_of[r.run_id]
+        if state == "diverged" and summ.get("diverged_step") is not None:
+            state = f"diverged@{summ['diverged_step']}"
+        acc = summ.get("test_accuracy")
+        c = r.config
+        sp = "-" if c.method == "dense" else f"{c.sparsity:.3f}"
+        lines.append(f"{r.run_id:12s}  {'point' if r.point else 'source':6s}  {c.method:13s}  "
+                     f"{sp:>8s}  {c.seed:>4d}  {state:12s}  "
+                     f"{'-' if acc is None else f'{acc:.4f}':>8s}")
+    return "\n".join(lines)
