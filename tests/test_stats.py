@@ -1,0 +1,52 @@
+"""One-sided tests and rank correlations against hand computations."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+
+from sparseflow.analysis.stats import correlations, one_sided_tests
+
+
+def test_welch_statistic_and_direction_by_hand():
+    s, d = [0.90, 0.92, 0.91, 0.93], [0.85, 0.86, 0.84, 0.88]
+    r = one_sided_tests(s, d)
+    ms, md = sum(s) / 4, sum(d) / 4
+    vs = sum((v - ms) ** 2 for v in s) / 3
+    vd = sum((v - md) ** 2 for v in d) / 3
+    assert r["welch_t"] == pytest.approx((ms - md) / math.sqrt(vs / 4 + vd / 4))
+    assert r["welch_p"] < 0.01  # sparse clearly better
+    flipped = one_sided_tests(d, s)
+    assert flipped["welch_p"] > 0.99 and flipped["welch_p"] + r["welch_p"] == pytest.approx(1)
+
+
+def test_mann_whitney_u_counts_pairs():
+    s, d = [3.0, 5.0, 7.0], [1.0, 5.0, 6.0]
+    u = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in itertools.product(s, d))
+    r = one_sided_tests(s, d)
+    assert r["mwu_u"] == u
+    assert 0 < r["mwu_p"] < 1
+    assert one_sided_tests([9.0, 8.0, 7.0], [1.0, 2.0, 3.0])["mwu_p"] == pytest.approx(0.05)
+
+
+def test_degenerate_inputs_give_nan():
+    r = one_sided_tests([0.5], [0.4, 0.3])
+    assert math.isnan(r["welch_p"])
+    r = one_sided_tests([0.5, 0.5], [0.5, 0.5])
+    assert math.isnan(r["welch_p"])
+
+
+def test_kendall_and_spearman_by_hand():
+    x = [1.0, 2.0, 3.0, 4.0, 5.0]
+    y = [2.0, 1.0, 4.0, 3.0, 5.0]
+    pairs = list(itertools.combinations(range(5), 2))
+    conc = sum(1 for i, j in pairs if (x[i] - x[j]) * (y[i] - y[j]) > 0)
+    disc = sum(1 for i, j in pairs if (x[i] - x[j]) * (y[i] - y[j]) < 0)
+    r = correlations(x, y)
+    assert r["kendall_tau"] == pytest.approx((conc - disc) / len(pairs))
+    d2 = sum((a - b) ** 2 for a, b in zip(x, y, strict=True))  # ranks equal the values here
+    assert r["spearman_rho"] == pytest.approx(1 - 6 * d2 / (5 * (25 - 1)))
+    assert correlations(x, [-v for v in x])["kendall_tau"] == pytest.approx(-1)
+    assert correlations([1.0, float("nan"), 2.0, 3.0], [1.0, 5.0, 2.0, 3.0])["n"] == 3
