@@ -56,3 +56,37 @@ def test_not_a_database_is_refused_and_untouched(tmp_path):
     with pytest.raises(StoreError, match="not a SQLite database"):
         Store(p)
     assert p.read_text() == "my precious notes\n"
+
+
+def _other_writer(path: str, n: int) -> None:
+    s = Store(path)
+    s.start_run("other", {})
+    for i in range(n):
+        s.log_metrics("other", i, {"x": 1.0})
+    s.close()  # the last connection of that process: SQLite checkpoints the WAL
+
+
+def test_nested_stores_in_one_process_lose_nothing(tmp_path):
+    """A run that trains its source run opens a second Store on the same file in the same
+    process. Opening the file any other way would drop this process's POSIX locks when it is
+    closed, and another process's checkpoint could then discard our WAL frames (seen as lost
+    metrics, or 'disk I/O error')."""
+    path = str(tmp_path / "s.db")
+    outer = Store(path)
+    outer.start_run("outer", {})
+    ctx = mp.get_context("spawn")
+    for k in range(3):
+        inner = Store(path)
+        inner.log_metrics("outer", 1000 + k, {"y": 1.0})
+        inner.close()
+        p = ctx.Process(target=_other_writer, args=(path, 30))
+        p.start()
+        p.join(60)
+        assert p.exitcode == 0
+        for i in range(20):
+            outer.log_metrics("outer", k * 100 + i, {"x": float(i)})
+    outer.finish_run("outer", "finished", {})
+    outer.close()
+    with Store(path) as s:
+        assert len(s.metrics("outer")) == 3 + 3 * 20
+        assert s.get_run("outer")["status"] == "finished"

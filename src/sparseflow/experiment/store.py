@@ -73,10 +73,10 @@ class Store:
         self.timeout = timeout
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, expected a SQLite database file")
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as fh:
-                if fh.read(16) != b"SQLite format 3\x00":
-                    raise StoreError(f"{self.path}: not a SQLite database (refusing to touch it)")
+        # Never open the database file with a second file descriptor here: closing it would
+        # drop every POSIX lock this process holds on the file, including those of another
+        # Store open on it (nested runs), and SQLite could then lose committed WAL frames.
+        # SQLite itself refuses a non-database file before writing anything.
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = sqlite3.connect(
@@ -87,6 +87,9 @@ class Store:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._retry(lambda: self._conn.executescript(_SCHEMA))
         except sqlite3.DatabaseError as e:
+            if "not a database" in str(e):
+                raise StoreError(f"{self.path}: not a SQLite database (refusing to touch it)"
+                                 ) from None
             raise StoreError(f"{self.path}: cannot open run store ({e})") from None
 
     def close(self) -> None:
