@@ -51,8 +51,10 @@ def main() -> None:
             t_off.append(times[False])
             ratios.append(times[True] / times[False])
     f = FlowConfig()
-    print(f"LeNet-300-100 / Fashion-MNIST, {args.method} 90%, {args.steps} steps, "
-          f"flow.every={f.every}, {f.points} evenly spaced points, before/after each update")
+    sparse = "" if args.method == "dense" else " 90%"
+    print(f"LeNet-300-100 / Fashion-MNIST, {args.method}{sparse}, {args.steps} steps, "
+          f"flow.every={f.every}, {f.points} evenly spaced points, before/after every "
+          f"{f.around_updates}th mask update")
     print(f"without measurement: {statistics.median(t_off):.2f} s (median of {args.repeats})")
     print(f"with measurement   : {statistics.median(t_on):.2f} s")
     print(f"time ratio with/without: median {statistics.median(ratios):.3f} "
