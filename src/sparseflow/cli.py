@@ -83,6 +83,35 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", help="output file (default: TABLE.FORMAT; '-' = stdout for csv)")
     _root_arg(exp)
 
+    sw = sub.add_parser(
+        "sweep", help="run a grid of runs (resumable, on Dask)",
+        description="Runs every point of a sweep file (base config + grid/zip axes + seeds); "
+        "each point is a run named by its content hash, so finished runs are skipped and an "
+        "interrupted sweep completes only what is missing. 'sparseflow sweep status FILE' shows "
+        "done / running / failed / diverged / pending. See docs/sweeps.md.")
+    sw.add_argument("file", nargs="+", metavar="[status] FILE", help="sweep YAML file")
+    sw.add_argument("--workers", type=int, default=None,
+                    help="local worker processes (default: one per core; 0: in-process)")
+    sw.add_argument("--scheduler", help="tcp://HOST:PORT of a running Dask scheduler")
+    sw.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
+    sw.add_argument("--retries", type=int, default=3, help="retries of a run whose worker died")
+    sw.add_argument("--no-progress", action="store_true")
+    sw.add_argument("--json", action="store_true", help="one JSON object per run")
+    _root_arg(sw)
+
+    sc = sub.add_parser(
+        "scsdc", help="Same Capacity Sparse vs Dense Comparison over a sweep file",
+        description="Runs an SC-SDC sweep (a sweep file with an 'scsdc' section: sparse_width, "
+        "dense_widths, depths) and prints, per cell, the one-sided p-values of H1: "
+        "acc(sparse) > acc(dense) over seeds (Welch t and Mann-Whitney U).")
+    sc.add_argument("file", help="sweep YAML file with an scsdc section")
+    sc.add_argument("--workers", type=int, default=None)
+    sc.add_argument("--scheduler", help="tcp://HOST:PORT of a running Dask scheduler")
+    sc.add_argument("--no-run", action="store_true", help="only tabulate the stored runs")
+    sc.add_argument("--no-progress", action="store_true")
+    sc.add_argument("--json", action="store_true", help="one JSON object")
+    _root_arg(sc)
+
     an = sub.add_parser("analyze", help="analyses of stored runs and of initialisations")
     asub = an.add_subparsers(dest="analyze_command", metavar="ANALYSIS")
     hs = asub.add_parser(
@@ -160,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
         "disagreement, KL between predictive distributions, accuracy of every ensemble "
         f"(mean of softmax), mask overlap (Jaccard) and a 2-D MDS embedding. {ends}.")
     cp.add_argument("runs", nargs="+")
+    cr = asub.add_parser(
+        "correlate", help="correlations of gradient-flow measures with accuracy over a sweep",
+        description="Kendall tau and Spearman rho (with p-values) between each gradient-flow "
+        "measure (||g||_1, ||g||_2, EGF_1, EGF_2, each the mean over 11 evenly spaced points) "
+        "and test accuracy / test loss, separately for the sweep's sparse and dense runs.")
+    cr.add_argument("file", help="sweep YAML file")
+    cr.add_argument("--json", action="store_true", help="one JSON object")
+    _root_arg(cr)
     cp.add_argument("--out", help="output directory")
     cp.add_argument("--json", action="store_true", help="one JSON object")
     _root_arg(cp)
@@ -317,6 +354,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.analyze_command is None:
         raise UserError("analyze: expected an analysis: hessian, signal, interpolate, curve "
                         "or compare")
+    if args.analyze_command == "correlate":
+        res = analyses.correlate(_root(args), args.file)
+        if args.json:
+            print(json.dumps(_finite({k: v for k, v in res.items() if k != "table"}),
+                             sort_keys=True))
+        else:
+            print(res["table"])
+            print(f"written to {res['dir']}")
+        return 0
     if args.analyze_command in ("interpolate", "curve", "compare"):
         with _open_store(args.root):
             pass  # a clear error when there is no store
@@ -402,6 +448,53 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_USAGE
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from sparseflow.experiment.executor import results_table, run_sweep
+    from sparseflow.experiment.sweep import load_sweep, status_table
+
+    files = list(args.file)
+    if files[0] == "status":
+        if len(files) != 2:
+            raise UserError("sweep status: expected one sweep file")
+        print(status_table(load_sweep(files[1]), _root(args)))
+        return 0
+    if len(files) != 1:
+        raise UserError("sweep: expected one sweep file (or 'status FILE')")
+    sweep = load_sweep(files[0])
+    summaries = run_sweep(sweep, _root(args), workers=args.workers, scheduler=args.scheduler,
+                          dry_run=args.dry_run, retries=args.retries,
+                          progress=not args.no_progress,
+                          echo=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        for s in summaries:
+            print(json.dumps(_finite(s), sort_keys=True))
+    elif not args.dry_run:
+        print(results_table(summaries))
+    bad = [s for s in summaries if s.get("status") in ("failed", "blocked")]
+    return 1 if bad else 0
+
+
+def cmd_scsdc(args: argparse.Namespace) -> int:
+    from sparseflow.experiment import analyses
+    from sparseflow.experiment.executor import run_sweep
+    from sparseflow.experiment.sweep import load_sweep
+
+    sweep = load_sweep(args.file)
+    if not sweep.scsdc:
+        raise UserError(f"{args.file}: not an SC-SDC sweep (it has no 'scsdc' section)")
+    if not args.no_run:
+        run_sweep(sweep, _root(args), workers=args.workers, scheduler=args.scheduler,
+                  progress=not args.no_progress, echo=lambda m: print(m, file=sys.stderr))
+    res = analyses.scsdc_results(_root(args), args.file)
+    if args.json:
+        print(json.dumps(_finite(res), sort_keys=True))
+        return 0
+    print(analyses.format_scsdc(res["rows"]))
+    print(f"written to {res['dir']}" + (f" ({res['pending']} runs not finished)"
+                                        if res["pending"] else ""))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sparseflow`` command."""
     parser = build_parser()
@@ -410,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     handlers = {"run": cmd_run, "config": cmd_config, "runs": cmd_runs,
-                "analyze": cmd_analyze}
+                "analyze": cmd_analyze, "sweep": cmd_sweep, "scsdc": cmd_scsdc}
     try:
         return handlers[args.command](args)
     except UserError as e:

@@ -307,3 +307,76 @@ def compare_runs(root: str | Path, specs: list[str], *, out: str | Path | None =
         result["table"] = table
         _record(store, eps, "compare/" + ",".join(e.label for e in eps), outdir / "result.json")
     return result
+
+
+# -- studies over sweeps -----------------------------------------------------------------------
+def _runs_of(root: str | Path, configs: list[Any]) -> list[dict[str, Any]]:
+    from sparseflow.experiment.config import run_id
+
+    out = []
+    with Store(store_path(root)) as store:
+        for cfg in configs:
+            run = store.get_run(run_id(cfg)) or {"status": "pending", "summary": {}}
+            out.append({**run, "config": cfg, "summary": run.get("summary") or {}})
+    return out
+
+
+def scsdc_results(root: str | Path, sweep_file: str | Path, *, out: str | Path | None = None
+                  ) -> dict[str, Any]:
+    """Per SC-SDC cell, one-sided p-values of H1: acc(sparse) > acc(dense) over seeds."""
+    from sparseflow.analysis.tables import scsdc_table
+    from sparseflow.experiment.sweep import load_sweep, scsdc_cells
+
+    sweep = load_sweep(sweep_file)
+    cells = scsdc_cells(sweep)
+    runs = _runs_of(root, [c for _, _, c in cells])
+    pairs = [{"cell": cell, "kind": kind, "accuracy": r["summary"].get("test_accuracy")
+              if r.get("status") == "finished" else None}
+             for (cell, kind, _), r in zip(cells, runs, strict=True)]
+    rows = scsdc_table(pairs)
+    table = [{**dict(r["cell"]), **{k: v for k, v in r.items() if k != "cell"}} for r in rows]
+    outdir = Path(out) if out else Path(root) / "analyses" / f"scsdc-{sweep.name}"
+    outdir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(outdir / "scsdc.json", json.dumps(table, indent=1))
+    if table:
+        with open(outdir / "scsdc.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(table[0]))
+            w.writeheader()
+            w.writerows(table)
+    return {"sweep": sweep.name, "rows": table, "dir": str(outdir),
+            "pending": sum(1 for r in runs if r.get("status") != "finished")}
+
+
+def format_scsdc(rows: list[dict[str, Any]]) -> str:
+    """Text table of SC-SDC p-values (p < 0.05 marked with *)."""
+    if not rows:
+        return "no finished runs yet"
+    axes = [k for k in rows[0] if k not in ("n_sparse", "n_dense", "mean_sparse", "mean_dense",
+                                            "welch_t", "welch_p", "mwu_u", "mwu_p")]
+    head = "  ".join(f"{a:>12s}" for a in axes)
+    lines = [f"{head}  {'acc sparse':>10s} {'acc dense':>10s} {'p Welch':>9s} {'p MWU':>9s}"]
+    for r in rows:
+        def p(v: float) -> str:
+            return "     -   " if v != v else f"{v:8.3f}{'*' if v < 0.05 else ' '}"
+        lines.append("  ".join(f"{str(r[a]):>12s}" for a in axes)
+                     + f"  {r['mean_sparse']:10.4f} {r['mean_dense']:10.4f} {p(r['welch_p'])}"
+                     f" {p(r['mwu_p'])}")
+    lines.append("H1: accuracy(sparse) > accuracy(dense), one-sided over seeds; * p < 0.05")
+    return "\n".join(lines)
+
+
+def correlate(root: str | Path, sweep_file: str | Path, *, out: str | Path | None = None
+              ) -> dict[str, Any]:
+    """Kendall/Spearman of each gradient-flow measure (mean over 11 points) with test accuracy
+    and loss, separately for the sweep's sparse and dense runs."""
+    from sparseflow.analysis.tables import correlation_table, format_correlations
+    from sparseflow.experiment.sweep import expand, load_sweep
+
+    sweep = load_sweep(sweep_file)
+    runs = _runs_of(root, expand(sweep))
+    rows = correlation_table(runs, lambda r: r["config"].method != "dense")
+    outdir = Path(out) if out else Path(root) / "analyses" / f"correlate-{sweep.name}"
+    outdir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(outdir / "correlations.json", json.dumps(rows, indent=1))
+    return {"sweep": sweep.name, "rows": rows, "table": format_correlations(rows),
+            "dir": str(outdir)}

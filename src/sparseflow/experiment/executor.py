@@ -6,8 +6,9 @@ Roles
   finished or diverged, submits the rest to Dask (source runs first: a run that needs another
   run is submitted only once that run is finished *in the store*), and, as results arrive,
   replays each run's recorded events into the store. It is the only process that writes the
-  SQLite store, so the store never sees concurrent writers from many machines (SQLite over a
-  network file system is not safe) and a worker needs no write access to it.
+  SQLite store, so the store never sees concurrent writers from many machines (workers only
+  open it to read, as :func:`~sparseflow.experiment.run.execute` does to skip finished runs
+  and find source runs).
 * A **worker** (:func:`train_in_worker`, one thread per process) trains one run with a
   :class:`~sparseflow.experiment.recorder.MemoryRecorder` and returns the run's summary and
   events. It writes only files in the run's own directory ``ROOT/runs/RUN_ID``: checkpoints
@@ -57,6 +58,18 @@ TOPIC = "sparseflow-sweep"
 TERMINAL = ("finished", "diverged")
 
 Event = tuple[str, str, Any, Any]
+
+#: Dask settings of the LocalCluster. One task per worker at a time (runs are long and
+#: uneven: no second run waits behind a busy worker). Worker profiling off (a thread sampling
+#: the training thread's stack every 10 ms). And glibc's own malloc trimming instead of
+#: Dask's ``MALLOC_TRIM_THRESHOLD_=65536``: with it glibc hands memory back to the OS after
+#: nearly every training step (torch frees the step's activations), which measured ~25%
+#: slower training of LeNet-300-100 in a worker than in a plain process.
+LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
+    "distributed.scheduler.worker-saturation": 1.0,
+    "distributed.worker.profile.enabled": False,
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+}
 
 
 # -- the worker side -----------------------------------------------------------------------
@@ -264,10 +277,13 @@ def connect(scheduler: str | None, workers: int, retries: int, connect_timeout: 
             raise UserError(f"cannot reach Dask scheduler at {scheduler} ({msg})") from None
         return client, None
     one = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    with dask.config.set({"distributed.scheduler.allowed-failures": retries,
-                          "distributed.scheduler.worker-saturation": 1.0}):
+    with dask.config.set(LOCAL_CLUSTER_CONFIG | {"distributed.scheduler.allowed-failures":
+                                                 retries}):
+        # no dashboard; the scheduler's small HTTP server on a free local port, not on 8787
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR, env=one)
+                               dashboard_address=None, silence_logs=logging.ERROR, env=one,
+                               scheduler_kwargs={"dashboard": False,
+                                                 "dashboard_address": "127.0.0.1:0"})
     client = Client(cluster, set_as_default=False)
     return client, cluster
 
@@ -461,7 +477,11 @@ def _run_dask(sw: _Sweeper, client: Any, root: Path, retries: int) -> None:
                 except Exception as e:  # noqa: BLE001
                     sw.fail(rid, f"{type(e).__name__}: {e}")
                 else:
-                    sw.record(result)
+                    if result.get("run_id") == rid:
+                        sw.record(result)
+                    else:
+                        sw.fail(rid, f"the worker named this run {result.get('run_id')}: the "
+                                "client and the workers run different sparseflow versions")
             else:
                 exc = fut.exception() if fut.status == "error" else None
                 why = f"{type(exc).__name__}: {exc}" if exc is not None else fut.status
@@ -469,6 +489,14 @@ def _run_dask(sw: _Sweeper, client: Any, root: Path, retries: int) -> None:
             fut.release()
         sw.block_rest()
         submit_ready()
+
+
+def _n_workers(client: Any) -> int:
+    """Workers connected to the client's scheduler (0 when it cannot tell)."""
+    try:
+        return len(client.scheduler_info().get("workers", {}))
+    except Exception:  # noqa: BLE001 (only used for a hint)
+        return 0
 
 
 @contextlib.contextmanager
@@ -560,10 +588,10 @@ def run_sweep(
     if workers > 0 or scheduler is not None:
         client, cluster = connect(scheduler, min(workers, len(todo)) or 1, retries,
                                   connect_timeout)
-    root.mkdir(parents=True, exist_ok=True)
     from sparseflow.experiment.run import store_path
 
     try:
+        root.mkdir(parents=True, exist_ok=True)
         with Store(store_path(root)) as store, _progress(len(todo), progress) as bar:
             sw = _Sweeper(runs, root, store, echo, bar)
             sw.state.update(state)
@@ -572,6 +600,8 @@ def run_sweep(
                      f"{min(workers, len(todo))} local worker processes" if workers else
                      "this process")
             sw.say(f"{len(todo)} of {len(runs)} runs to train on {where}")
+            if scheduler is not None and not _n_workers(client):
+                sw.say("the scheduler has no workers yet: runs start when workers join")
             sw.block_rest()
             try:
                 if client is None:

@@ -41,6 +41,7 @@ class FlowCallback(Callback):
         self.x, self.y = x, y
         self.every = every
         self.points = evenly_spaced_steps(total_steps, points)
+        self.n_points = points  # names the summary keys even when short runs merge points
         self.around_updates = around_updates
         self.per_layer, self.per_active, self.mode = per_layer, per_active, mode
         self.at_points: dict[int, dict[str, float]] = {}
@@ -104,7 +105,7 @@ class FlowCallback(Callback):
             return
         for k in SUMMARY_MEASURES:
             vals = [v[k] for v in self.at_points.values()]
-            summary[f"{k}_mean{len(self.points)}"] = sum(vals) / len(vals)
+            summary[f"{k}_mean{self.n_points}"] = sum(vals) / len(vals)
 
     def state_dict(self) -> dict[str, Any]:
         return {"at_points": {int(s): dict(v) for s, v in self.at_points.items()}}

@@ -13,6 +13,10 @@ A sweep file is YAML (read with ``yaml.safe_load``)::
       optim.lr: [0.1, 0.05]
       optim.schedule: [cosine, constant]
     seeds: 3                      # optional; an int n (seeds 0..n-1) or a list of seeds
+    scsdc:                        # optional; Same Capacity Sparse vs Dense pairs (science.md 5)
+      sparse_width: 256           # every point becomes, per depth and dense width, a wide
+      dense_widths: [26, 77, 128] # sparse MLP (distribution=scsdc, init=matched) and its
+      depths: [1, 2, 4]           # narrow dense partner with the same per-layer counts
 
 Every point is ``base`` overridden by one grid combination, one zip row and one seed; it is
 validated like ``sparseflow run --set ...`` and named by :func:`~sparseflow.experiment.config.
@@ -42,7 +46,8 @@ from sparseflow.experiment.config import Config, config_from_dict, run_id
 from sparseflow.experiment.sparse import _base_source, _imp_round_sparsity
 from sparseflow.experiment.store import Store, effective_status
 
-SWEEP_KEYS = ("name", "base", "grid", "zip", "seeds")
+SWEEP_KEYS = ("name", "base", "grid", "zip", "seeds", "scsdc")
+SCSDC_KEYS = ("sparse_width", "dense_widths", "depths")
 STATUS_KEYS = ("done", "running", "interrupted", "failed", "diverged", "pending")
 _STORE_TO_SWEEP = {"finished": "done", "running": "running", "interrupted": "interrupted",
                    "failed": "failed", "diverged": "diverged"}
@@ -62,6 +67,7 @@ class Sweep:
     zip: dict[str, list[Any]]
     seeds: list[int]
     path: Path
+    scsdc: dict[str, Any] | None = None
 
     @property
     def size(self) -> int:
@@ -71,6 +77,8 @@ class Sweep:
             n *= len(values)
         if self.zip:
             n *= len(next(iter(self.zip.values())))
+        if self.scsdc:
+            n *= 2 * len(self.scsdc["dense_widths"]) * len(self.scsdc["depths"])
         return n * max(1, len(self.seeds))
 
 
@@ -183,11 +191,77 @@ def load_sweep(path: str | Path) -> Sweep:
     seeds = _seeds(p, data.get("seeds"))
     if seeds and ("seed" in grid or "seed" in zipped):
         raise ConfigError(f"{p}: seeds and a 'seed' axis both set the seed; keep one")
-    return Sweep(name=name, base=base, grid=grid, zip=zipped, seeds=seeds, path=p)
+    scsdc = _scsdc(p, data["scsdc"]) if "scsdc" in data else None
+    return Sweep(name=name, base=base, grid=grid, zip=zipped, seeds=seeds, path=p, scsdc=scsdc)
+
+
+def _scsdc(path: Path, raw: Any) -> dict[str, Any]:
+    """Validate the ``scsdc`` section: sparse_width (int), dense_widths and depths (int lists)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: scsdc: expected a mapping with {', '.join(SCSDC_KEYS)}")
+    for key in raw:
+        if key not in SCSDC_KEYS:
+            raise ConfigError(f"{path}: scsdc: unknown key {key!r}; expected "
+                              f"{', '.join(SCSDC_KEYS)}")
+    ws = raw.get("sparse_width")
+    if isinstance(ws, bool) or not isinstance(ws, int) or ws < 1:
+        raise ConfigError(f"{path}: scsdc.sparse_width: expected a positive integer, got {ws!r}")
+    out: dict[str, Any] = {"sparse_width": ws}
+    for key in ("dense_widths", "depths"):
+        vals = raw.get(key)
+        if not isinstance(vals, list) or not vals or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in vals):
+            raise ConfigError(f"{path}: scsdc.{key}: expected a non-empty list of positive "
+                              f"integers, got {vals!r}")
+        out[key] = list(dict.fromkeys(vals))
+    too_wide = [w for w in out["dense_widths"] if w > ws]
+    if too_wide:
+        raise ConfigError(f"{path}: scsdc.dense_widths: {too_wide[0]} is wider than "
+                          f"sparse_width {ws}")
+    return out
+
+
+def scsdc_pair(overrides: dict[str, Any], depth: int, sparse_width: int, dense_width: int
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The dotted overrides of the sparse and the dense network of one SC-SDC pair."""
+    common = {**overrides, "model": "mlp", "arch.depth": depth, "arch.widths": None}
+    sparse = {**common, "method": "static", "distribution": "scsdc", "init": "matched",
+              "arch.width": sparse_width, "sparse.dense_width": dense_width}
+    dense = {**common, "method": "dense", "arch.width": dense_width}
+    return sparse, dense
+
+
+def scsdc_cells(sweep: Sweep) -> list[tuple[tuple[Any, ...], str, Config]]:
+    """(cell, "sparse" | "dense", config) of every run of an SC-SDC sweep; the cell is the point
+    without its seed plus (depth, dense width), so a cell's runs differ only by seed."""
+    if not sweep.scsdc:
+        raise UserError(f"{sweep.path}: not an SC-SDC sweep (no 'scsdc' section)")
+    out = []
+    base = typed.unflatten(sweep.base)
+    for over in _base_points(sweep):
+        key = tuple(sorted((k, str(v)) for k, v in over.items() if k != "seed"))
+        for depth in sweep.scsdc["depths"]:
+            for wd in sweep.scsdc["dense_widths"]:
+                pair = scsdc_pair(over, depth, sweep.scsdc["sparse_width"], wd)
+                for kind, o in zip(("sparse", "dense"), pair, strict=True):
+                    cfg = config_from_dict(typed.merge(base, o))
+                    out.append(((*key, ("depth", str(depth)), ("dense_width", str(wd))),
+                                kind, cfg))
+    return out
 
 
 def points(sweep: Sweep) -> list[dict[str, Any]]:
-    """The dotted overrides of every point: grid product x zip rows x seeds, in that order."""
+    """The dotted overrides of every point: grid product x zip rows x seeds, in that order; an
+    SC-SDC sweep turns each into its sparse/dense pairs per depth and dense width."""
+    base_points = _base_points(sweep)
+    if not sweep.scsdc:
+        return base_points
+    sc = sweep.scsdc
+    return [o for p in base_points for d in sc["depths"] for wd in sc["dense_widths"]
+            for o in scsdc_pair(p, d, sc["sparse_width"], wd)]
+
+
+def _base_points(sweep: Sweep) -> list[dict[str, Any]]:
     grid_rows = [dict(zip(sweep.grid, combo, strict=True))
                  for combo in itertools.product(*sweep.grid.values())]
     n_zip = len(next(iter(sweep.zip.values()))) if sweep.zip else 0
