@@ -67,6 +67,20 @@ def hessian_of_run(root: str | Path, spec: str, *, top_k: int = 5, include_biase
             "per_layer": layers}
 
 
+def _figures(outdir: Path, stem: str, draw: Any) -> list[str]:
+    """``draw(path)`` for STEM.png and STEM.svg; none when matplotlib (the 'analysis' extra) is
+    missing, since the tables are written anyway."""
+    paths = []
+    for suffix in ("png", "svg"):
+        path = outdir / f"{stem}.{suffix}"
+        try:
+            draw(path)
+        except ImportError:
+            return paths
+        paths.append(str(path))
+    return paths
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
@@ -94,13 +108,7 @@ def signal_study(root: str | Path, model: str, sparsities: str, inits: str, *,
         w.writeheader()
         w.writerows(rows)
     _write_atomic(outdir / "signal.json", json.dumps(rows, indent=1))
-    figures = []
-    try:
-        for suffix in ("png", "svg"):
-            plot_signal(rows, outdir / f"signal.{suffix}")
-            figures.append(str(outdir / f"signal.{suffix}"))
-    except ImportError:
-        pass  # matplotlib is the 'analysis' extra; the table is still written
+    figures = _figures(outdir, "signal", lambda p: plot_signal(rows, p))
     return {"model": model, "rows": rows, "table": format_table(rows), "dir": str(outdir),
             "figures": figures}
 
@@ -156,6 +164,7 @@ def interpolate_runs(root: str | Path, spec_a: str, spec_b: str, *,
     ``ROOT/analyses/interpolate-A-B`` and recorded as an artifact of both runs.
     """
     from sparseflow.landscape.paths import combine_masks, linear_path, parse_alphas
+    from sparseflow.report.plots import plot_path
 
     with Store(store_path(root)) as store:
         try:
@@ -186,26 +195,11 @@ def interpolate_runs(root: str | Path, spec_a: str, spec_b: str, *,
             w = csv.writer(fh)
             w.writerow(["alpha", "loss", "accuracy"])
             w.writerows(zip(res.alphas, res.loss, res.accuracy, strict=True))
-        result["figures"] = _path_figures(outdir, res.alphas, res.loss, res.accuracy,
-                                          f"{a.label} -> {b.label} ({split})")
+        title = f"{a.label} -> {b.label} ({split})"
+        result["figures"] = _figures(outdir, "path", lambda p: plot_path(
+            res.alphas, res.loss, p, accuracy=res.accuracy, title=title))
         _record(store, [a, b], f"interpolate/{a.label}->{b.label}", outdir / "result.json")
     return result
-
-
-def _path_figures(outdir: Path, xs: list[float], loss: list[float], acc: list[float],
-                  title: str, stem: str = "path") -> list[str]:
-    try:
-        from sparseflow.report.plots import plot_path
-    except ImportError:
-        return []
-    figs = []
-    for suffix in ("png", "svg"):
-        try:
-            plot_path(xs, loss, outdir / f"{stem}.{suffix}", accuracy=acc, title=title)
-        except ImportError:
-            return figs
-        figs.append(str(outdir / f"{stem}.{suffix}"))
-    return figs
 
 
 def curve_runs(root: str | Path, spec_a: str, spec_b: str, *, kind: str = "bezier",
@@ -215,6 +209,7 @@ def curve_runs(root: str | Path, spec_a: str, spec_b: str, *, kind: str = "bezie
     """Fit a Bezier or polygonal-chain curve between two runs and compare it with the line."""
     from sparseflow.landscape.curves import fit_curve
     from sparseflow.landscape.paths import combine_masks, linear_path
+    from sparseflow.report.plots import plot_lines
 
     with Store(store_path(root)) as store:
         (a, b), data = _load_endpoints(store, [spec_a, spec_b])
@@ -244,19 +239,9 @@ def curve_runs(root: str | Path, spec_a: str, spec_b: str, *, kind: str = "bezie
                   "linear_barrier": line.barrier, "train_history": res.train_history,
                   "dir": str(outdir)}
         _write_atomic(outdir / "result.json", json.dumps(result, indent=1))
-        figs = []
-        try:
-            from sparseflow.report.plots import plot_lines
-
-            for suffix in ("png", "svg"):
-                p = outdir / f"curve.{suffix}"
-                plot_lines({f"{kind} ({subspace})": (res.ts, res.loss),
-                            "linear": (line.alphas, line.loss)}, p, xlabel="t",
-                           ylabel="train loss", title=f"{a.label} -> {b.label}")
-                figs.append(str(p))
-        except ImportError:
-            pass
-        result["figures"] = figs
+        series = {f"{kind} ({subspace})": (res.ts, res.loss), "linear": (line.alphas, line.loss)}
+        result["figures"] = _figures(outdir, "curve", lambda p: plot_lines(
+            series, p, xlabel="t", ylabel="train loss", title=f"{a.label} -> {b.label}"))
         _record(store, [a, b], f"curve/{kind}/{subspace}/{a.label}->{b.label}",
                 outdir / "result.json")
     return result
@@ -296,14 +281,7 @@ def compare_runs(root: str | Path, specs: list[str], *, out: str | Path | None =
         _write_atomic(outdir / "result.json", json.dumps(result, indent=1))
         table = comparison_table(c)
         _write_atomic(outdir / "table.txt", table)
-        figs = []
-        try:
-            for suffix in ("png", "svg"):
-                plot_mds(c, outdir / f"mds.{suffix}")
-                figs.append(str(outdir / f"mds.{suffix}"))
-        except ImportError:
-            pass
-        result["figures"] = figs
+        result["figures"] = _figures(outdir, "mds", lambda p: plot_mds(c, p))
         result["table"] = table
         _record(store, eps, "compare/" + ",".join(e.label for e in eps), outdir / "result.json")
     return result

@@ -38,8 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sparseflow.errors import ConfigError, UserError
 from sparseflow.experiment import typed
 from sparseflow.experiment.config import Config, config_from_dict, run_id
@@ -140,16 +138,7 @@ def _seeds(path: Path, raw: Any) -> list[int]:
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file; every error is a one-line ConfigError naming the file."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read sweep file ({e.strerror or e})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}") from None
+    data = typed.read_yaml(p, "sweep file")
     if data is None:
         data = {}
     if not isinstance(data, dict):
