@@ -112,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--json", action="store_true", help="one JSON object")
     _root_arg(sc)
 
+    rp = sub.add_parser(
+        "report", help="a self-contained HTML report of runs",
+        description="One HTML file with figures embedded (no network needed): runs, accuracy vs "
+        "sparsity per method, gradient norm and EGF over training, changes at mask updates, and "
+        "the analyses recorded for the runs. Figures also as PNG and SVG, tables as CSV.")
+    rp.add_argument("--runs", nargs="+", metavar="RUN_ID", help="runs (default: all)")
+    rp.add_argument("--sweep", help="the runs of a sweep file")
+    rp.add_argument("--out", help="output HTML file (default ROOT/report/report.html)")
+    rp.add_argument("--title", default="sparseflow report")
+    _root_arg(rp)
+
     an = sub.add_parser("analyze", help="analyses of stored runs and of initialisations")
     asub = an.add_subparsers(dest="analyze_command", metavar="ANALYSIS")
     hs = asub.add_parser(
@@ -495,6 +506,20 @@ def cmd_scsdc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from sparseflow.report.html import build_report
+
+    runs = list(args.runs or [])
+    if args.sweep:
+        from sparseflow.experiment.config import run_id
+        from sparseflow.experiment.sweep import expand, load_sweep
+
+        runs += [run_id(c) for c in expand(load_sweep(args.sweep))]
+    path = build_report(_root(args), runs or None, args.out, title=args.title)
+    print(f"report written to {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sparseflow`` command."""
     parser = build_parser()
@@ -503,7 +528,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     handlers = {"run": cmd_run, "config": cmd_config, "runs": cmd_runs,
-                "analyze": cmd_analyze, "sweep": cmd_sweep, "scsdc": cmd_scsdc}
+                "analyze": cmd_analyze, "sweep": cmd_sweep, "scsdc": cmd_scsdc,
+                "report": cmd_report}
     try:
         return handlers[args.command](args)
     except UserError as e:
