@@ -359,104 +359,93 @@ def _root(args: argparse.Namespace) -> Path:
     return Path(args.root) if args.root else default_root()
 
 
+def _show_table(res: dict[str, Any]) -> None:
+    print(res["table"])
+    print(f"written to {res['dir']}")
+
+
+def _show_interpolation(res: dict[str, Any]) -> None:
+    print(f"{res['a']} -> {res['b']} on {res['split']} (mask {res['mask']})")
+    print(f"{'alpha':>7s} {'loss':>9s} {'acc':>7s}")
+    for al, lo, ac in zip(res["alphas"], res["loss"], res["accuracy"], strict=True):
+        print(f"{al:7.3f} {lo:9.4f} {ac:7.4f}")
+    print(f"barrier {res['barrier']:.4f} at alpha {res['barrier_alpha']:.3f}; "
+          f"monotone: {res['monotone']}; written to {res['dir']}")
+
+
+def _show_curve(res: dict[str, Any]) -> None:
+    print(f"{res['kind']} curve in the {res['subspace']} subspace, {res['a']} -> {res['b']}")
+    print(f"{'t':>6s} {'curve loss':>10s} {'line loss':>10s}")
+    for t, lc, ll in zip(res["ts"], res["loss"], res["linear_loss"], strict=True):
+        print(f"{t:6.3f} {lc:10.4f} {ll:10.4f}")
+    print(f"max loss: curve {res['max_loss']:.4f} (t={res['max_t']:.2f}), "
+          f"line {res['linear_max_loss']:.4f}; written to {res['dir']}")
+
+
+def _show_hessian(res: dict[str, Any]) -> None:
+    print(f"run {res['run_id']} step {res['step']}: {res['n_active']} active weights")
+    print("top eigenvalues:    " + "  ".join(f"{v:.5g}" for v in res["top"]))
+    print("bottom eigenvalues: " + "  ".join(f"{v:.5g}" for v in res["bottom"]))
+    print(f"g^T H g {res['gHg']:.5g}   g^T H g / g^T g {res['gHg_over_gg']:.5g}   "
+          f"trace {res['trace']:.5g} +- {res['trace_std']:.2g}")
+    if res["per_layer"]:
+        print(f"{'layer':32s} {'active':>8s} {'top1':>10s} {'bottom1':>10s} {'trace':>10s}")
+        for name, r in res["per_layer"].items():
+            top = r["top"][0] if r["top"] else float("nan")
+            bot = r["bottom"][0] if r["bottom"] else float("nan")
+            print(f"{name:32s} {r['n_active']:8d} {top:10.4g} {bot:10.4g} {r['trace']:10.4g}")
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from sparseflow.experiment import analyses
 
-    if args.analyze_command is None:
-        raise UserError("analyze: expected an analysis: hessian, signal, interpolate, curve "
-                        "or compare")
-    if args.analyze_command == "correlate":
-        res = analyses.correlate(_root(args), args.file)
-        if args.json:
-            print(json.dumps(_finite({k: v for k, v in res.items() if k != "table"}),
-                             sort_keys=True))
-        else:
-            print(res["table"])
-            print(f"written to {res['dir']}")
-        return 0
-    if args.analyze_command in ("interpolate", "curve", "compare"):
+    cmd = args.analyze_command
+    if cmd is None:
+        raise UserError("analyze: expected an analysis: hessian, signal, interpolate, curve, "
+                        "compare or correlate")
+    if cmd in ("hessian", "interpolate", "curve", "compare"):
         with _open_store(args.root):
             pass  # a clear error when there is no store
-    if args.analyze_command == "interpolate":
-        res = analyses.interpolate_runs(_root(args), args.a, args.b, alphas=args.alphas,
+    root = _root(args)
+    if cmd == "correlate":
+        res, show = analyses.correlate(root, args.file), _show_table
+    elif cmd == "interpolate":
+        res = analyses.interpolate_runs(root, args.a, args.b, alphas=args.alphas,
                                         split=args.split, mask=args.mask,
                                         bn_reset=not args.no_bn_reset, out=args.out)
-        if args.json:
-            print(json.dumps(_finite(res), sort_keys=True))
-            return 0
-        print(f"{res['a']} -> {res['b']} on {res['split']} (mask {res['mask']})")
-        print(f"{'alpha':>7s} {'loss':>9s} {'acc':>7s}")
-        for al, lo, ac in zip(res["alphas"], res["loss"], res["accuracy"], strict=True):
-            print(f"{al:7.3f} {lo:9.4f} {ac:7.4f}")
-        print(f"barrier {res['barrier']:.4f} at alpha {res['barrier_alpha']:.3f}; "
-              f"monotone: {res['monotone']}; written to {res['dir']}")
-        return 0
-    if args.analyze_command == "curve":
-        res = analyses.curve_runs(_root(args), args.a, args.b, kind=args.kind,
-                                  subspace=args.subspace, epochs=args.epochs, lr=args.lr,
-                                  batch_size=args.batch_size, seed=args.seed,
-                                  points=args.points, out=args.out,
+        show = _show_interpolation
+    elif cmd == "curve":
+        res = analyses.curve_runs(root, args.a, args.b, kind=args.kind, subspace=args.subspace,
+                                  epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                  seed=args.seed, points=args.points, out=args.out,
                                   progress=not args.no_progress)
-        if args.json:
-            print(json.dumps(_finite(res), sort_keys=True))
-            return 0
-        print(f"{res['kind']} curve in the {res['subspace']} subspace, {res['a']} -> {res['b']}")
-        print(f"{'t':>6s} {'curve loss':>10s} {'line loss':>10s}")
-        for t, lc, ll in zip(res["ts"], res["loss"], res["linear_loss"], strict=True):
-            print(f"{t:6.3f} {lc:10.4f} {ll:10.4f}")
-        print(f"max loss: curve {res['max_loss']:.4f} (t={res['max_t']:.2f}), "
-              f"line {res['linear_max_loss']:.4f}; written to {res['dir']}")
-        return 0
-    if args.analyze_command == "compare":
-        res = analyses.compare_runs(_root(args), args.runs, out=args.out)
-        if args.json:
-            print(json.dumps(_finite({k: v for k, v in res.items() if k != "table"}),
-                             sort_keys=True))
-            return 0
-        print(res["table"])
-        print(f"written to {res['dir']}")
-        return 0
-    if args.analyze_command == "hessian":
+        show = _show_curve
+    elif cmd == "compare":
+        res, show = analyses.compare_runs(root, args.runs, out=args.out), _show_table
+    elif cmd == "hessian":
         spec = args.run_id if args.step is None else f"{args.run_id}@{args.step}"
-        with _open_store(args.root):
-            pass  # a clear error when there is no store
-        res = analyses.hessian_of_run(_root(args), spec, top_k=args.top_k,
-                                      include_biases=args.biases, samples=args.samples,
-                                      per_layer=not args.no_per_layer,
+        res = analyses.hessian_of_run(root, spec, top_k=args.top_k, include_biases=args.biases,
+                                      samples=args.samples, per_layer=not args.no_per_layer,
                                       batch_size=args.batch_size)
-        if args.json:
-            print(json.dumps(_finite(res), sort_keys=True))
-            return 0
-        print(f"run {res['run_id']} step {res['step']}: {res['n_active']} active weights")
-        print("top eigenvalues:    " + "  ".join(f"{v:.5g}" for v in res["top"]))
-        print("bottom eigenvalues: " + "  ".join(f"{v:.5g}" for v in res["bottom"]))
-        print(f"g^T H g {res['gHg']:.5g}   g^T H g / g^T g {res['gHg_over_gg']:.5g}   "
-              f"trace {res['trace']:.5g} +- {res['trace_std']:.2g}")
-        if res["per_layer"]:
-            print(f"{'layer':32s} {'active':>8s} {'top1':>10s} {'bottom1':>10s} {'trace':>10s}")
-            for name, r in res["per_layer"].items():
-                top = r["top"][0] if r["top"] else float("nan")
-                bot = r["bottom"][0] if r["bottom"] else float("nan")
-                print(f"{name:32s} {r['n_active']:8d} {top:10.4g} {bot:10.4g} "
-                      f"{r['trace']:10.4g}")
-        return 0
-    if args.analyze_command == "signal":
+        show = _show_hessian
+    elif cmd == "signal":
         try:
             shape = tuple(int(v) for v in args.input_shape.split(","))
         except ValueError:
             raise UserError(f"--input-shape: expected integers like 1,28,28, got "
                             f"{args.input_shape!r}") from None
-        res = analyses.signal_study(_root(args), args.model, args.sparsities, args.inits,
+        res = analyses.signal_study(root, args.model, args.sparsities, args.inits,
                                     masks=args.masks, repeats=args.repeats, batch=args.batch,
                                     seed=args.seed, input_shape=shape, out=args.out)
-        if args.json:
-            print(json.dumps(_finite({k: v for k, v in res.items() if k != "table"}),
-                             sort_keys=True))
-            return 0
-        print(res["table"])
-        print(f"written to {res['dir']}")
-        return 0
-    return EXIT_USAGE
+        show = _show_table
+    else:
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(_finite({k: v for k, v in res.items() if k != "table"}),
+                         sort_keys=True))
+    else:
+        show(res)
+    return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

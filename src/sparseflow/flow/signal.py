@@ -368,16 +368,10 @@ def plot_signal(rows: Sequence[Mapping], path: str | Path) -> None:
     so no global backend is changed. Non-positive values (a dead network) are left out of
     the log axis.
     """
-    path = Path(path)
-    fmt = path.suffix.lower().lstrip(".")
-    if fmt not in ("png", "svg"):
-        raise ValueError(f"plot path must end in .png or .svg, got {path.name!r}")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from sparseflow.figures import check_figure_path, new_figure, save_figure
 
-    fig = Figure(figsize=(6, 4))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    path = check_figure_path(path)
+    fig, ax = new_figure(6, 4)
     for init, group in _by_init(rows).items():
         x = [float(r["sparsity"]) for r in group]
         (line,) = ax.plot(x, [float(r["std_mean"]) for r in group], marker="o", label=init)
@@ -390,9 +384,7 @@ def plot_signal(rows: Sequence[Mapping], path: str | Path) -> None:
     ax.set_title("Signal propagation (x ~ N(0, 1))")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format=fmt)
+    save_figure(fig, path)
 
 
 def format_table(rows: Sequence[Mapping]) -> str:

@@ -594,16 +594,10 @@ def plot_mds(c: Comparison, path: str | Path) -> None:
     Saves a PNG or an SVG chosen by ``path``'s suffix (ValueError otherwise), creating parent
     folders. matplotlib is imported here and drawn on the Agg canvas without pyplot.
     """
-    path = Path(path)
-    fmt = path.suffix.lower().lstrip(".")
-    if fmt not in ("png", "svg"):
-        raise ValueError(f"plot path must end in .png or .svg, got {path.name!r}")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from sparseflow.figures import check_figure_path, new_figure, save_figure
 
-    fig = Figure(figsize=(5, 5))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    path = check_figure_path(path)
+    fig, ax = new_figure(5, 5)
     xy = np.asarray(c.mds, dtype=np.float64)
     ax.scatter(xy[:, 0], xy[:, 1], s=30)
     for label, (px, py) in zip(c.labels, xy, strict=True):
@@ -613,6 +607,4 @@ def plot_mds(c: Comparison, path: str | Path) -> None:
     ax.set_title("MDS of pairwise L2 distances between solutions")
     ax.set_aspect("equal", adjustable="datalim")
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format=fmt)
+    save_figure(fig, path)

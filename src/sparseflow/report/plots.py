@@ -8,32 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-
-def _figure(width: float = 5.0, height: float = 3.6) -> tuple[Any, Any]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig, fig.add_subplot(1, 1, 1)
-
-
-def _save(fig: Any, path: str | Path) -> None:
-    path = Path(path)
-    if path.suffix.lower() not in (".png", ".svg"):
-        raise ValueError(f"{path}: figures are written as .png or .svg")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path)
+from sparseflow.figures import new_figure, save_figure
 
 
 def plot_lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path,
                *, xlabel: str, ylabel: str, title: str = "", logx: bool = False,
                logy: bool = False, vlines: Sequence[float] = ()) -> None:
     """One line per named (x, y) series."""
-    fig, ax = _figure()
+    fig, ax = new_figure()
     for name, (xs, ys) in series.items():
         ax.plot(list(xs), list(ys), marker="o" if len(xs) <= 40 else None, markersize=3,
                 label=name)
@@ -50,13 +33,13 @@ def plot_lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], pa
     if len(series) > 1:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_path(alphas: Sequence[float], loss: Sequence[float], path: str | Path, *,
               accuracy: Sequence[float] | None = None, title: str = "") -> None:
     """Loss (and accuracy on a second axis) along an interpolation path; endpoints marked."""
-    fig, ax = _figure()
+    fig, ax = new_figure()
     ax.plot(list(alphas), list(loss), marker="o", markersize=3, color="C0", label="loss")
     ax.set_xlabel("alpha")
     ax.set_ylabel("loss", color="C0")
@@ -69,4 +52,4 @@ def plot_path(alphas: Sequence[float], loss: Sequence[float], path: str | Path, 
     if title:
         ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
