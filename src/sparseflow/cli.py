@@ -112,6 +112,20 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--json", action="store_true", help="one JSON object")
     _root_arg(sc)
 
+    rr = sub.add_parser(
+        "reproduce", help="check a paper's claims with a preset study",
+        description="Trains a preset study of one paper (evci2022: gradient flow and lottery "
+        "tickets; tessera2021: SC-SDC and EGF; evci2019: linear paths and curves), runs the "
+        "analyses and prints each claim of the paper beside the measured values with a verdict: "
+        "held, did not hold, or not measurable at this scale. Scales: smoke (minutes), cpu "
+        "(about an hour on 2 cores), paper (the papers' settings, for a GPU cluster).")
+    rr.add_argument("paper", choices=("evci2022", "tessera2021", "evci2019"))
+    rr.add_argument("--scale", choices=("smoke", "cpu", "paper"), default="smoke")
+    rr.add_argument("--workers", type=int, default=None, help="sweep workers (0: in-process)")
+    rr.add_argument("--no-progress", action="store_true")
+    rr.add_argument("--json", action="store_true", help="one JSON object")
+    _root_arg(rr)
+
     rp = sub.add_parser(
         "report", help="a self-contained HTML report of runs",
         description="One HTML file with figures embedded (no network needed): runs, accuracy vs "
@@ -495,6 +509,22 @@ def cmd_scsdc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from sparseflow.studies.reproduce import reproduce
+
+    res = reproduce(args.paper, args.scale, _root(args), workers=args.workers,
+                    progress=not args.no_progress, echo=lambda m: print(m, file=sys.stderr))
+    if args.json:
+        print(json.dumps(_finite(res), sort_keys=True))
+        return 0
+    print(f"{res['paper']} at {res['scale']} scale")
+    for c in res["claims"]:
+        print(f"claim {c['number']}: {c['verdict'].upper()}: {c['text']}")
+        print(f"    {c['measured']}")
+    print(f"written to {res['dir']}" + (f"; report {res['report']}" if res["report"] else ""))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from sparseflow.report.html import build_report
 
@@ -518,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     handlers = {"run": cmd_run, "config": cmd_config, "runs": cmd_runs,
                 "analyze": cmd_analyze, "sweep": cmd_sweep, "scsdc": cmd_scsdc,
-                "report": cmd_report}
+                "report": cmd_report, "reproduce": cmd_reproduce}
     try:
         return handlers[args.command](args)
     except UserError as e:

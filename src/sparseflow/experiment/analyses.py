@@ -299,13 +299,19 @@ def _runs_of(root: str | Path, configs: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def scsdc_results(root: str | Path, sweep_file: str | Path, *, out: str | Path | None = None
+def _sweep(sweep_or_file: Any) -> Any:
+    from sparseflow.experiment.sweep import Sweep, load_sweep
+
+    return sweep_or_file if isinstance(sweep_or_file, Sweep) else load_sweep(sweep_or_file)
+
+
+def scsdc_results(root: str | Path, sweep_file: Any, *, out: str | Path | None = None
                   ) -> dict[str, Any]:
     """Per SC-SDC cell, one-sided p-values of H1: acc(sparse) > acc(dense) over seeds."""
     from sparseflow.analysis.tables import scsdc_table
-    from sparseflow.experiment.sweep import load_sweep, scsdc_cells
+    from sparseflow.experiment.sweep import scsdc_cells
 
-    sweep = load_sweep(sweep_file)
+    sweep = _sweep(sweep_file)
     cells = scsdc_cells(sweep)
     runs = _runs_of(root, [c for _, _, c in cells])
     pairs = [{"cell": cell, "kind": kind, "accuracy": r["summary"].get("test_accuracy")
@@ -343,14 +349,14 @@ def format_scsdc(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def correlate(root: str | Path, sweep_file: str | Path, *, out: str | Path | None = None
+def correlate(root: str | Path, sweep_file: Any, *, out: str | Path | None = None
               ) -> dict[str, Any]:
     """Kendall/Spearman of each gradient-flow measure (mean over 11 points) with test accuracy
     and loss, separately for the sweep's sparse and dense runs."""
     from sparseflow.analysis.tables import correlation_table, format_correlations
-    from sparseflow.experiment.sweep import expand, load_sweep
+    from sparseflow.experiment.sweep import expand
 
-    sweep = load_sweep(sweep_file)
+    sweep = _sweep(sweep_file)
     runs = _runs_of(root, expand(sweep))
     rows = correlation_table(runs, lambda r: r["config"].method != "dense")
     outdir = Path(out) if out else Path(root) / "analyses" / f"correlate-{sweep.name}"
