@@ -1,4 +1,5 @@
-# sparseflow: `make demo` sets up and runs the main job; `make test` sets up and runs the tests.
+# sparseflow: `make demo` sets up and runs the main job (the default study); `make test` sets up
+# and runs the tests.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -24,7 +25,7 @@ data:
 	fi
 
 demo: setup data
-	$(VENV)/bin/sparseflow run
+	$(VENV)/bin/sparseflow demo
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

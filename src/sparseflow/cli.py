@@ -112,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--json", action="store_true", help="one JSON object")
     _root_arg(sc)
 
+    dm = sub.add_parser(
+        "demo", help="the default study (the README's main job)",
+        description="LeNet-300-100 on Fashion-MNIST at 90% sparsity with dense, scratch, "
+        "scratch+, SET, RigL, gradual pruning and the lottery ticket, gradient flow measured, "
+        "linear paths lottery -> pruned and scratch -> pruned, and the HTML report.")
+    dm.add_argument("--epochs", type=int, default=5, help="epochs per run (default 5)")
+    dm.add_argument("--workers", type=int, default=None, help="sweep workers (0: in-process)")
+    dm.add_argument("--no-progress", action="store_true")
+    _root_arg(dm)
+
     rr = sub.add_parser(
         "reproduce", help="check a paper's claims with a preset study",
         description="Trains a preset study of one paper (evci2022: gradient flow and lottery "
@@ -509,6 +519,19 @@ def cmd_scsdc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sparseflow.studies.demo import default_study
+
+    res = default_study(_root(args), epochs=args.epochs, workers=args.workers,
+                        progress=not args.no_progress, echo=lambda m: print(m, file=sys.stderr))
+    print("test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in res["accuracy"].items()
+                                        if v is not None))
+    print("loss barrier on the straight line to the pruned solution: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in res["barrier_to_pruned"].items()))
+    print(f"report: {res['report']}")
+    return 0
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from sparseflow.studies.reproduce import reproduce
 
@@ -548,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     handlers = {"run": cmd_run, "config": cmd_config, "runs": cmd_runs,
                 "analyze": cmd_analyze, "sweep": cmd_sweep, "scsdc": cmd_scsdc,
-                "report": cmd_report, "reproduce": cmd_reproduce}
+                "report": cmd_report, "reproduce": cmd_reproduce, "demo": cmd_demo}
     try:
         return handlers[args.command](args)
     except UserError as e:
