@@ -55,6 +55,17 @@ def test_scsdc_sweep_status_and_correlate(capsys, tmp_path):
     rows = json.loads(out)["rows"]
     assert {r["group"] for r in rows} == {"sparse", "dense"}
     assert all(r["n"] == 8 for r in rows)  # 8 sparse and 8 dense runs, all with flow measures
+    out_html = tmp_path / "rep" / "report.html"
+    code, out, err = cli(capsys, "report", "--sweep", str(f), "--out", str(out_html), "--root",
+                         root)
+    assert code == 0, err
+    html = out_html.read_text()
+    assert "SC-SDC" in html and "Gradient flow vs performance" in html
+    n_cells = len(res["rows"]) * 2  # two p-value columns per cell, each coloured by its p
+    coloured = html.count('class=" sig"') + html.count('class=" nonsig"')
+    expected = sum(1 for r in res["rows"] for p in (r["welch_p"], r["mwu_p"])
+                   if p is not None and (p < 0.05 or p > 0.5))
+    assert coloured == expected <= n_cells
 
 
 @pytest.mark.parametrize("text, fragment", [

@@ -552,12 +552,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from sparseflow.report.html import build_report
 
     runs = list(args.runs or [])
+    sweep = None
     if args.sweep:
         from sparseflow.experiment.config import run_id
         from sparseflow.experiment.sweep import expand, load_sweep
 
-        runs += [run_id(c) for c in expand(load_sweep(args.sweep))]
-    path = build_report(_root(args), runs or None, args.out, title=args.title)
+        sweep = load_sweep(args.sweep)
+        runs += [run_id(c) for c in expand(sweep)]
+    path = build_report(_root(args), runs or None, args.out, title=args.title, sweep=sweep)
     print(f"report written to {path}")
     return 0
 

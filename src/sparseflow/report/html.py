@@ -35,6 +35,7 @@ th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f0f0f0; } td.l, th.l { text-align: left; }
 figure { display: inline-block; margin: 0.5em; } img { max-width: 32em; }
 figcaption { font-size: 0.85em; color: #555; }
+td.sig { background: #c8efc8; font-weight: bold; } td.nonsig { background: #f6d5d5; }
 </style></head><body>
 <h1>{{ title }}</h1>
 <p>{{ runs|length }} runs from <code>{{ root }}</code>.</p>
@@ -44,8 +45,9 @@ figcaption { font-size: 0.85em; color: #555; }
 {% for table in section.tables %}
 <table><tr>{% for h in table.header %}
 <th class="{{ 'l' if loop.first else '' }}">{{ h }}</th>{% endfor %}</tr>
-{% for row in table.rows %}<tr>{% for c in row %}
-<td class="{{ 'l' if loop.first else '' }}">{{ c }}</td>{% endfor %}</tr>
+{% for row in table.rows %}{% set rowloop = loop %}<tr>{% for c in row %}
+<td class="{{ 'l' if loop.first else '' }} {{ table.classes[rowloop.index0][loop.index0] }}">\
+{{ c }}</td>{% endfor %}</tr>
 {% endfor %}</table>
 {% endfor %}
 {% for fig in section.figures %}
@@ -74,9 +76,10 @@ class _Report:
         return s
 
     def table(self, section: dict[str, Any], name: str, header: list[str],
-              rows: list[list[Any]]) -> None:
+              rows: list[list[Any]], classes: list[list[str]] | None = None) -> None:
         cells = [[_fmt(c) for c in r] for r in rows]
-        section["tables"].append({"header": header, "rows": cells})
+        section["tables"].append({"header": header, "rows": cells,
+                                  "classes": classes or [[""] * len(r) for r in rows]})
         with open(self.outdir / f"{name}.csv", "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(header)
@@ -109,8 +112,13 @@ def _label(run: dict[str, Any]) -> str:
 
 
 def build_report(root: str | Path, run_ids: Sequence[str] | None = None,
-                 out: str | Path | None = None, title: str = "sparseflow report") -> Path:
-    """Write the HTML report of ``run_ids`` (all runs of the store when None); returns its path."""
+                 out: str | Path | None = None, title: str = "sparseflow report",
+                 sweep: Any = None) -> Path:
+    """Write the HTML report of ``run_ids`` (all runs of the store when None); returns its path.
+
+    With ``sweep`` (a Sweep or a sweep file), the report adds the sweep's correlation table and,
+    for an SC-SDC sweep, its p-value table coloured by significance.
+    """
     try:
         import jinja2
     except ImportError:
@@ -135,6 +143,9 @@ def build_report(root: str | Path, run_ids: Sequence[str] | None = None,
         _accuracy_section(rep, runs)
         _flow_sections(rep, store, runs)
         _analysis_section(rep, store, ids)
+    _signal_section(rep, root)
+    if sweep is not None:
+        _sweep_sections(rep, root, sweep)
     html = jinja2.Environment(autoescape=True).from_string(TEMPLATE).render(
         title=title, root=str(root), runs=runs, sections=rep.sections)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -238,3 +249,52 @@ def _analysis_section(rep: _Report, store: Store, ids: list[str]) -> None:
         for png in sorted(path.parent.glob("*.png")):
             rep.embed(sec, png, f"{art['name']}: {png.stem}")
     rep.table(sec, "analyses", ["analysis", "result"], rows)
+
+
+def _signal_section(rep: _Report, root: Path) -> None:
+    """Signal-propagation studies found under ROOT/analyses (sparseflow analyze signal)."""
+    pngs = sorted((root / "analyses").glob("signal-*/signal.png"))
+    if not pngs:
+        return
+    sec = rep.section("Signal propagation", "Std of the network output at initialisation under "
+                      "N(0, 1) inputs, against sparsity, per initialisation.")
+    for png in pngs:
+        rep.embed(sec, png, png.parent.name)
+
+
+def _sweep_sections(rep: _Report, root: Path, sweep: Any) -> None:
+    from sparseflow.experiment.analyses import correlate, scsdc_results
+    from sparseflow.experiment.sweep import Sweep, load_sweep
+
+    if not isinstance(sweep, Sweep):
+        sweep = load_sweep(sweep)
+    corr = correlate(root, sweep)["rows"]
+    sec = rep.section("Gradient flow vs performance", "Kendall tau (two-sided p) between each "
+                      "measure, averaged over 11 evenly spaced points, and the test metrics.")
+    rows = [[r["group"], r["measure"], r["target"], r["n"], r["kendall_tau"], r["kendall_p"],
+             r["spearman_rho"], r["spearman_p"]] for r in corr]
+    rep.table(sec, "correlations", ["runs", "measure", "target", "n", "Kendall tau", "p",
+                                    "Spearman rho", "p"], rows)
+    if sweep.scsdc:
+        table = scsdc_results(root, sweep)["rows"]
+        if not table:
+            return
+        sec = rep.section("SC-SDC", "One-sided tests of H1: accuracy(sparse) > accuracy(dense) "
+                          "over seeds; green p < 0.05, red p > 0.5.")
+        axes = [k for k in table[0] if k not in ("n_sparse", "n_dense", "mean_sparse",
+                                                 "mean_dense", "welch_t", "welch_p", "mwu_u",
+                                                 "mwu_p")]
+        rows, classes = [], []
+        for r in table:
+            rows.append([*(r[a] for a in axes), r["mean_sparse"], r["mean_dense"], r["welch_p"],
+                         r["mwu_p"]])
+            colour = [_significance(r["welch_p"]), _significance(r["mwu_p"])]
+            classes.append([""] * (len(axes) + 2) + colour)
+        rep.table(sec, "scsdc", [*axes, "acc sparse", "acc dense", "p Welch", "p MWU"], rows,
+                  classes)
+
+
+def _significance(p: float) -> str:
+    if p != p:
+        return ""
+    return "sig" if p < 0.05 else ("nonsig" if p > 0.5 else "")
