@@ -121,15 +121,17 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
                         f"sparsity when 90% sparse; sparse init at 80%: {sparse_ratio:.2f}"))
     with Store(store_path(root)) as store:
         total = _summary(store, cfgs[("scratch", 0)])["steps"]
-        early = max(25, total // 10)
+        early = max(25, total // 50)  # the first 2%: ~230 of the paper's 11,719 steps
         g = {name: _early_mean(store, run_id(cfgs[(name, 0)]), early)
              for name in EVCI2022_METHODS}
-        ok2 = (g["scratch"] < 0.5 * min(g["scratch+"], g["small dense"], g["rigl+"])
-               and g["lottery"] < g["rigl+"])
+        healthy = min(g["scratch+"], g["small dense"], g["rigl+"])
+        measured = f"mean ||g||_2 over the first {early} steps: " + ", ".join(
+            f"{k} {v:.3g}" for k, v in g.items())
         claims.append(Claim(2, "Early in training the gradient norm of Scratch is far below "
-                            "Scratch+, Small Dense and RigL+; the Lottery ticket is low too",
-                            _verdict(ok2), "mean ||g||_2 over the first "
-                            f"{early} steps: " + ", ".join(f"{k} {v:.3g}" for k, v in g.items())))
+                            "Scratch+, Small Dense and RigL+",
+                            _verdict(g["scratch"] < 0.5 * healthy), measured))
+        claims.append(Claim(2, "... and the Lottery ticket's is low too",
+                            _verdict(g["lottery"] < 0.5 * healthy), measured))
         deltas = {}
         for name in ("rigl+", "set+", "rigl inverted+"):
             d = [v for s, v in store.series(run_id(cfgs[(name, 0)]),
