@@ -287,5 +287,9 @@ def claims_markdown(paper: str, scale: str, claims: list[Claim]) -> str:
     """The claims table as Markdown."""
     lines = [f"# {paper}, {scale} scale", "", "| # | claim | verdict | measured |",
              "|---|---|---|---|"]
-    lines += [f"| {c.number} | {c.text} | {c.verdict} | {c.measured} |" for c in claims]
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines += [f"| {c.number} | {cell(c.text)} | {c.verdict} | {cell(c.measured)} |"
+              for c in claims]
     return "\n".join(lines) + "\n"
