@@ -55,7 +55,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm import tqdm
 
-from .paths import _as_dict, bn_modules, evaluate_state, interpolate_states
+from .paths import _as_dict, _check_masks, bn_modules, evaluate_state, interpolate_states
 
 __all__ = [
     "CURVE_KINDS",
@@ -181,14 +181,7 @@ def _check_curve_masks(
     masks: Mapping[str, Tensor] | None, params: Mapping[str, Tensor]
 ) -> dict[str, Tensor]:
     m = _as_dict(masks) or {}
-    for name, mask in m.items():
-        if name not in params:
-            raise ValueError(f"mask {name!r} names no parameter of the model")
-        if mask.shape != params[name].shape:
-            raise ValueError(
-                f"mask {name!r} has shape {tuple(mask.shape)}, the parameter "
-                f"{tuple(params[name].shape)}"
-            )
+    _check_masks(m, params)
     return {name: mask.to(params[name].device) for name, mask in m.items()}
 
 
