@@ -6,9 +6,10 @@ did not hold, or not measurable at this scale.
 
 Scales: ``smoke`` finishes in minutes on a laptop (and in CI): the claims are checked on tiny
 budgets, so their verdicts are indicative only; ``cpu`` is the largest version that completes on
-a 2-core machine in about an hour (Fashion-MNIST, LeNet5 / LeNet-300-100 / MLPs); ``paper`` uses
-the papers' own settings (CIFAR-10 VGG-16, 25-epoch LeNet5 budgets, SC-SDC widths 308..2768) for a
-GPU cluster.
+a 2-core machine in about an hour (Fashion-MNIST, LeNet5 / LeNet-300-100 / MLPs); ``paper`` is
+for a GPU cluster: VGG-16 on CIFAR-10 for Evci et al. 2022, the paper's SC-SDC widths 308..2768
+over 500 epochs for Tessera et al. 2021, and (a stand-in: ResNet-50/ImageNet is not shipped)
+50-epoch LeNet-300-100 paths and curves for Evci et al. 2019.
 """
 
 from __future__ import annotations
