@@ -15,3 +15,21 @@ os.environ.setdefault("SPARSEFLOW_THREADS_SET", "1")
 def root(tmp_path):
     """A fresh run-store root directory."""
     return tmp_path / "store"
+
+
+@pytest.fixture
+def stop_after():
+    """A callback class that interrupts training (KeyboardInterrupt) after a given step."""
+    from sparseflow.experiment.callbacks import Callback
+
+    class StopAfter(Callback):
+        name = "stop"
+
+        def __init__(self, step: int) -> None:
+            self.step = step
+
+        def after_step(self, trainer):
+            if trainer.step == self.step:
+                raise KeyboardInterrupt
+
+    return StopAfter

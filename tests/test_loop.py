@@ -43,22 +43,15 @@ def test_finished_run_is_not_retrained(root):
     assert a == b
 
 
-def test_resume_mid_epoch_is_exact(root, tmp_path):
+def test_resume_mid_epoch_is_exact(root, tmp_path, stop_after):
     """Stop after a mid-epoch checkpoint, resume, and match an uninterrupted run exactly."""
     overrides = SMALL + ["train.checkpoint_every=20it", "optim.name=adam", "optim.lr=0.003",
                          "optim.weight_decay=0.01"]
     cfg = load_config(None, overrides)
     full = execute(cfg, root=tmp_path / "full", progress=False)
 
-    class Stop(Callback):
-        name = "stop"
-
-        def after_step(self, trainer):
-            if trainer.step == 30:
-                raise KeyboardInterrupt
-
     try:
-        execute(cfg, root=root, progress=False, callbacks=[Stop()])
+        execute(cfg, root=root, progress=False, callbacks=[stop_after(30)])
     except KeyboardInterrupt:
         pass
     with Store(root / "sparseflow.db") as st:

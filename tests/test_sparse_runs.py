@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from sparseflow.cli import main
-from sparseflow.experiment.callbacks import Callback
 from sparseflow.experiment.checkpoint import list_checkpoints, load_checkpoint
 from sparseflow.experiment.config import load_config, run_id
 from sparseflow.experiment.run import execute, run_dir
@@ -94,21 +93,14 @@ def test_small_dense_matches_the_sparse_weight_count(root):
     assert abs(got - target) / target < 0.1
 
 
-def test_rigl_resume_is_exact(root, tmp_path):
+def test_rigl_resume_is_exact(root, tmp_path, stop_after):
     ov = BASE + ["method=rigl", "init=sparse", "train.checkpoint_every=10it",
                  "sparse.grow_batch=heldout"]
     cfg = load_config(None, ov)
     full = execute(cfg, root=tmp_path / "full", progress=False)
 
-    class Stop(Callback):
-        name = "stop"
-
-        def after_step(self, trainer):
-            if trainer.step == 21:
-                raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        execute(cfg, root=root, progress=False, callbacks=[Stop()])
+        execute(cfg, root=root, progress=False, callbacks=[stop_after(21)])
     resumed = execute(cfg, root=root, progress=False)
     assert resumed["test_loss"] == full["test_loss"]
     for n, m in ckpt_masks(full).items():
