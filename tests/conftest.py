@@ -33,3 +33,19 @@ def stop_after():
                 raise KeyboardInterrupt
 
     return StopAfter
+
+
+@pytest.fixture
+def metric_rows():
+    """A function: every (step, name, value) metric row in the store under ``root``, by run."""
+    from sparseflow.experiment.store import Store
+
+    def rows_by_run(root) -> dict[str, list[tuple]]:
+        with Store(root / "sparseflow.db") as st:
+            rows = st.table("metrics")
+        out: dict[str, list[tuple]] = {}
+        for r in rows:
+            out.setdefault(r["run_id"], []).append((r["step"], r["name"], r["value"]))
+        return out
+
+    return rows_by_run

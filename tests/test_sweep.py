@@ -185,16 +185,7 @@ def swept(tmp_path_factory):
     return out
 
 
-def _metrics(root: Path) -> dict[str, list[tuple]]:
-    with Store(root / "sparseflow.db") as st:
-        rows = st.table("metrics")
-    out: dict[str, list[tuple]] = {}
-    for r in rows:
-        out.setdefault(r["run_id"], []).append((r["step"], r["name"], r["value"]))
-    return out
-
-
-def test_inprocess_and_localcluster_agree(swept):
+def test_inprocess_and_localcluster_agree(swept, metric_rows):
     a, b = swept["inproc"], swept["dask"]
     assert [s["run_id"] for s in a] == [s["run_id"] for s in b]
     assert [s["status"] for s in a] == ["finished", "finished", "diverged", "diverged",
@@ -203,7 +194,7 @@ def test_inprocess_and_localcluster_agree(swept):
         for key in ("status", "test_accuracy", "test_loss", "train_loss", "steps",
                     "diverged_step", "sparsity"):
             assert x.get(key) == y.get(key), (x["run_id"], key)
-    ma, mb = _metrics(swept["inproc_root"]), _metrics(swept["dask_root"])
+    ma, mb = metric_rows(swept["inproc_root"]), metric_rows(swept["dask_root"])
     assert ma == mb and len(ma) == 7  # every run (the source too), every row, same values
     assert any(name.startswith("flow/") for _, name, _ in ma[a[0]["run_id"]])
 

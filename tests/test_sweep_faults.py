@@ -87,15 +87,6 @@ def latest_step(root: Path, rid: str) -> int:
     return max(ckpts) if ckpts else -1
 
 
-def metrics(root: Path) -> dict[str, list[tuple]]:
-    with Store(root / "sparseflow.db") as st:
-        rows = st.table("metrics")
-    out: dict[str, list[tuple]] = {}
-    for r in rows:
-        out.setdefault(r["run_id"], []).append((r["step"], r["name"], r["value"]))
-    return out
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -122,7 +113,7 @@ def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = No
     pytest.fail(f"timed out waiting for {what}")
 
 
-def test_client_sigkill_then_restart_completes_exactly_once(tmp_path):
+def test_client_sigkill_then_restart_completes_exactly_once(tmp_path, metric_rows):
     path = write(tmp_path, {"train.duration": "4000it"}, "seeds: 6\n")
     rids = [c for c in expand(load_sweep(path))]
     from sparseflow.experiment.config import run_id
@@ -179,12 +170,12 @@ def test_client_sigkill_then_restart_completes_exactly_once(tmp_path):
 
     clean = run_sweep(path, tmp_path / "clean", workers=0, progress=False, echo=lambda s: None)
     assert [s["test_accuracy"] for s in out] == [s["test_accuracy"] for s in clean]
-    got, want = metrics(root), metrics(tmp_path / "clean")
+    got, want = metric_rows(root), metric_rows(tmp_path / "clean")
     assert {r: len(v) for r, v in got.items()} == {r: len(v) for r, v in want.items()}
     assert got == want  # no duplicated, lost or different rows
 
 
-def test_worker_killed_mid_run_is_retried_from_checkpoint(tmp_path):
+def test_worker_killed_mid_run_is_retried_from_checkpoint(tmp_path, metric_rows):
     path = write(tmp_path, {}, """
         zip:
           train.duration: [12000it, 600it, 600it]
@@ -226,7 +217,7 @@ def test_worker_killed_mid_run_is_retried_from_checkpoint(tmp_path):
                       echo=lambda s: None)[0]
     for key in ("test_accuracy", "test_loss", "train_loss", "train_accuracy", "steps"):
         assert summary[key] == clean[key], key
-    assert metrics(root)[long_id] == metrics(tmp_path / "clean")[long_id]
+    assert metric_rows(root)[long_id] == metric_rows(tmp_path / "clean")[long_id]
 
 
 def _free_port() -> int:
@@ -235,7 +226,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_real_scheduler_and_two_workers_match_local(tmp_path):
+def test_real_scheduler_and_two_workers_match_local(tmp_path, metric_rows):
     from distributed import Client
 
     path = write(tmp_path, {"train.duration": "3ep", "sparsity": 0.8, "sparse.prune_every": 4},
@@ -286,4 +277,4 @@ def test_real_scheduler_and_two_workers_match_local(tmp_path):
     for a, b in zip(remote, local, strict=True):
         for key in ("run_id", "status", "test_accuracy", "test_loss", "train_loss", "sparsity"):
             assert a[key] == b[key], key
-    assert metrics(tmp_path / "remote") == metrics(tmp_path / "local")
+    assert metric_rows(tmp_path / "remote") == metric_rows(tmp_path / "local")

@@ -31,8 +31,6 @@ from sparseflow.experiment.typed import to_dict
 from sparseflow.models import build_model
 from sparseflow.models.registry import with_widths
 
-SUMMARY_KEYS = ("run_id", "status", "method", "dataset", "model", "seed")
-
 
 @contextmanager
 def run_lock(rdir: Path, echo: Callable[[str], None] | None = None) -> Iterator[None]:
