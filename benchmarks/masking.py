@@ -194,10 +194,11 @@ def rigl_update(x: torch.Tensor, y: torch.Tensor, trials: int = 20
 
     def one(timer: OpTimer | None = None) -> tuple[float, float]:
         xb, yb = batches.next()
+        s.step_count = (s.step_count // UPDATE_EVERY + 1) * UPDATE_EVERY - 1  # next step is due
+        s._sync_grad_masking()  # so backward leaves the gradients dense, as in training
         loss = F.cross_entropy(m(xb), yb)
         opt.zero_grad()
         loss.backward()
-        s.step_count = (s.step_count // UPDATE_EVERY + 1) * UPDATE_EVERY - 1  # next step is due
         opt.step()  # RigL's pre-step hook keeps the dense gradient of this batch
         gc.collect()
         c0, t0 = time.process_time(), time.perf_counter()

@@ -38,6 +38,7 @@ from sparseflow.methods import (
     sparsify,
 )
 from sparseflow.sparsity import layer_counts, select_weights
+from sparseflow.sparsity.optim_state import positions_mask
 
 MASKING = ("auto", "grads", "weights", "both")
 
@@ -145,15 +146,20 @@ def shaped_state(opt: torch.optim.Optimizer, p: torch.Tensor) -> dict[str, torch
 
 
 def record_grow_sets(sp: Sparsifier) -> list[tuple[str, torch.Tensor | None]]:
-    """Wrap ``sp.replace_mask`` to log the grow set (``zero=``) of every mask change."""
+    """Wrap ``sp.replace_mask`` / ``replace_positions`` to log the grow set of every change."""
     log: list[tuple[str, torch.Tensor | None]] = []
-    orig = sp.replace_mask
+    orig, orig_positions = sp.replace_mask, sp.replace_positions
 
     def replace_mask(name: str, new: torch.Tensor, *, zero: torch.Tensor | None = None) -> None:
         log.append((name, None if zero is None else zero.clone()))
         orig(name, new, zero=zero)
 
+    def replace_positions(name: str, drop: torch.Tensor, grow: torch.Tensor) -> None:
+        log.append((name, positions_mask(grow, sp.params[name])))
+        orig_positions(name, drop, grow)
+
     sp.replace_mask = replace_mask  # type: ignore[method-assign]
+    sp.replace_positions = replace_positions  # type: ignore[method-assign]
     return log
 
 

@@ -25,6 +25,7 @@ from sparseflow.methods import (
     zhu_gupta_sparsity,
 )
 from sparseflow.sparsity import layer_counts
+from sparseflow.sparsity.optim_state import positions_mask
 
 
 def mlp(*widths: int, seed: int = 0) -> nn.Sequential:
@@ -51,15 +52,20 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x, y) -> None:
 
 
 def record(sp: Sparsifier) -> list[tuple[str, torch.Tensor, torch.Tensor | None]]:
-    """Log (name, old mask, grow set) of every ``replace_mask`` call."""
+    """Log (name, old mask, grow set) of every ``replace_mask`` / ``replace_positions`` call."""
     log: list[tuple[str, torch.Tensor, torch.Tensor | None]] = []
-    orig = sp.replace_mask
+    orig, orig_positions = sp.replace_mask, sp.replace_positions
 
     def replace_mask(name, new, *, zero=None):
         log.append((name, sp.masks[name].clone(), None if zero is None else zero.clone()))
         orig(name, new, zero=zero)
 
+    def replace_positions(name, drop, grow):
+        log.append((name, sp.masks[name].clone(), positions_mask(grow, sp.params[name])))
+        orig_positions(name, drop, grow)
+
     sp.replace_mask = replace_mask  # type: ignore[method-assign]
+    sp.replace_positions = replace_positions  # type: ignore[method-assign]
     return log
 
 
@@ -482,3 +488,44 @@ def test_mask_shapes_not_matching() -> None:
         sp.load_state_dict(state)
     one_line_value_error(e)
     assert all(torch.equal(before[n], m) for n, m in sp.masks.masks.items())
+
+
+def test_rigl_sees_the_dense_gradient_only_at_update_steps() -> None:
+    """Gradients are masked in backward except before an update step, where RigL scores the
+    dense gradient of the batch; a resumed sparsifier defers at the same steps."""
+    model, opt = fresh()
+    sp = RigL(model, opt, sparsity=0.6, t_end=100, update_every=3, drop_schedule="constant")
+    params = dict(model.named_parameters())
+    captured = []
+    orig = sp.prepare_scores
+
+    def spy() -> None:
+        orig()
+        assert sp._dense_grads is not None
+        captured.append({n: g.clone() for n, g in sp._dense_grads.items()})
+
+    sp.prepare_scores = spy  # type: ignore[method-assign]
+    for step, (x, y) in enumerate(batches(7, 6, 3), start=1):
+        masks = {n: sp.masks[n].clone() for n in sp.masks}
+        dense = dict(zip(masks, torch.autograd.grad(
+            F.cross_entropy(model(x), y), [params[n] for n in masks]), strict=True))
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        for n, m in masks.items():  # after backward, before the step
+            want = dense[n] if step % 3 == 0 else dense[n] * m
+            assert torch.allclose(params[n].grad, want, atol=1e-7), (step, n)
+        opt.step()
+        for n, m in masks.items():  # the step itself always saw masked gradients
+            assert bool((params[n][~m] == 0).all())
+        sp.step()
+        if step % 3 == 0:  # the update scored the dense gradient of this step's batch
+            assert all(torch.allclose(captured[-1][n], dense[n], atol=1e-7) for n in masks)
+    assert len(captured) == 2
+    resumed = RigL(*fresh(), sparsity=0.6, t_end=100, update_every=3)
+    assert resumed.masks.defer_grad_masking is False  # step 1 is not an update step
+    resumed.load_state_dict(sp.state_dict())  # step 7 done: step 8 is not one either
+    assert resumed.masks.defer_grad_masking is False
+    state = sp.state_dict()
+    state["step"] = 8
+    resumed.load_state_dict(state)
+    assert resumed.masks.defer_grad_masking is True

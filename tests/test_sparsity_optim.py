@@ -92,7 +92,7 @@ def test_attach_with_real_loss_and_detach():
     ms = _masked(model, 0.9)
     opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
     handles = ms.attach(opt)
-    assert len(handles) == 2
+    assert len(handles) == 2 + len(ms)  # step pre- and post-hook, one backward hook a weight
     x, y = torch.randn(16, 2, 6, 6), torch.randint(0, 3, (16,))
     for _ in range(5):
         opt.zero_grad()
@@ -204,3 +204,68 @@ def test_reset_by_name_and_via_maskset():
     ms = MaskSet.dense(select_weights(model))
     assert ms.reset_optimizer_state(opt, "0.weight", [2]) == ["exp_avg", "exp_avg_sq"]
     assert ms.reset_optimizer_state(unnamed, "0.weight", [2]) == []  # never stepped
+
+
+def _sgd_step_state(model, ms, opt, x, y, after_backward=None):
+    opt.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    if after_backward is not None:
+        after_backward()
+    opt.step()
+
+
+def _masked_state_is_zero(opt, ms):
+    return all(bool((opt.state[p]["momentum_buffer"][~ms[n]] == 0).all())
+               for n, p in ms.params.items())
+
+
+def test_gradients_are_masked_as_backward_writes_them():
+    model = _model()
+    ms = _masked(model, 0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ms.attach(opt, mask_weights=False)
+    x, y = torch.randn(16, 2, 6, 6), torch.randint(0, 3, (16,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    for n, p in ms.params.items():  # before any optimiser step
+        assert bool((p.grad[~ms[n]] == 0).all()), n
+        assert bool((p.grad[ms[n]] != 0).any()), n
+
+
+@pytest.mark.parametrize("change", ["in_place", "replaced", "deferred"])
+def test_gradients_changed_after_backward_are_masked_at_the_step(change):
+    # the step pre-hook masks what the backward hooks did not: a gradient changed in place or
+    # replaced after backward, or every gradient while masking is deferred to the step
+    model = _model()
+    ms = _masked(model, 0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ms.attach(opt, mask_weights=False)  # gradients alone must keep the weights at zero
+    x, y = torch.randn(16, 2, 6, 6), torch.randint(0, 3, (16,))
+    ms.defer_grad_masking = change == "deferred"
+    seen_dense = []
+
+    def after_backward():
+        for n, p in ms.params.items():
+            if change == "in_place":
+                p.grad.add_(1.0)
+            elif change == "replaced":
+                p.grad = torch.ones_like(p)
+            else:
+                seen_dense.append(bool((p.grad[~ms[n]] != 0).any()))
+
+    for _ in range(3):
+        _sgd_step_state(model, ms, opt, x, y, after_backward)
+        assert all(bool((p[~ms[n]] == 0).all()) for n, p in ms.params.items())
+        assert _masked_state_is_zero(opt, ms)
+    if change == "deferred":
+        assert all(seen_dense)  # the dense gradient was there to read before the step
+
+
+def test_detach_removes_the_backward_hooks():
+    model = _model()
+    ms = _masked(model, 0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ms.attach(opt)
+    ms.detach()
+    x, y = torch.randn(16, 2, 6, 6), torch.randint(0, 3, (16,))
+    nn.functional.cross_entropy(model(x), y).backward()
+    assert any(bool((p.grad[~ms[n]] != 0).any()) for n, p in ms.params.items())

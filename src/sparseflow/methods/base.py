@@ -166,19 +166,31 @@ class Sparsifier:
         """Change the masks; returns telemetry. Static training never updates."""
         return {}
 
+    def needs_dense_grads(self, step: int) -> bool:
+        """Whether optimiser step ``step`` (1-based) must see the unmasked gradients in
+        :meth:`_pre_step`; gradients are then masked at that step instead of in backward."""
+        return False
+
     def _pre_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         """Runs before the optimiser step (before gradients are masked)."""
+
+    def _sync_grad_masking(self) -> None:
+        """Defer gradient masking to the step when the coming step needs dense gradients."""
+        self.masks.defer_grad_masking = self.needs_dense_grads(self.step_count + 1)
 
     # -- the per-step call -----------------------------------------------------------------
     def step(self) -> dict[str, float] | None:
         """Call once after each ``optimizer.step()``; returns telemetry when masks changed."""
         self.step_count += 1
-        if not self.due(self.step_count):
-            return None
-        before = {n: m.clone() for n, m in self.masks.masks.items()}
-        stats = self.update(self.step_count)
-        self.updates += 1
-        return {**stats, **self.telemetry(before)}
+        try:
+            if not self.due(self.step_count):
+                return None
+            self._changes: dict[str, tuple[int, int]] = {}
+            stats = self.update(self.step_count)
+            self.updates += 1
+            return {**stats, **self.telemetry(self._changes)}
+        finally:
+            self._sync_grad_masking()
 
     # -- shared bookkeeping ----------------------------------------------------------------
     def replace_mask(self, name: str, new: torch.Tensor, *, zero: torch.Tensor | None = None
@@ -190,6 +202,8 @@ class Sparsifier:
         p = self.params[name]
         self.masks.set_mask(name, new)
         changed = old ^ new
+        grown = int(torch.count_nonzero(changed & new))
+        self._record_change(name, grown, int(torch.count_nonzero(changed)) - grown)
         if zero is not None:
             with torch.no_grad():
                 p.masked_fill_(zero, 0.0)
@@ -198,8 +212,33 @@ class Sparsifier:
             reset_optimizer_state(self.optimizer, p, changed)
         self.ever_active[name] |= new
 
-    def telemetry(self, before: Mapping[str, torch.Tensor] | None = None) -> dict[str, float]:
-        """Per-layer densities, and across an update: drop/grow counts, churn, ever-active."""
+    def replace_positions(self, name: str, drop: torch.Tensor, grow: torch.Tensor) -> None:
+        """Drop, then grow, flat positions of layer ``name`` (1-d int64 index tensors): the
+        dropped and grown weights become zero and their optimiser state is reset.
+
+        Same result as ``replace_mask(name, (M with drop off) | grow, zero=grow)``, but every
+        operation is on the indices (``MaskSet.update``), none is a pass over the layer: the
+        fast path of the dynamic methods. Grow positions must be inactive after the drop (a
+        just-dropped one may be regrown)."""
+        regrown = int(self.masks[name].reshape(-1)[grow].sum())  # were active: dropped now
+        self.masks.update(name, drop, grow)
+        reset_optimizer_state(self.optimizer, self.params[name], torch.cat([drop, grow]))
+        self.ever_active[name].view(-1)[grow] = True
+        self._record_change(name, grow.numel() - regrown, drop.numel() - regrown)
+
+    def _record_change(self, name: str, grown: int, dropped: int) -> None:
+        """Add a layer's net grown (inactive -> active) and dropped counts to this update's."""
+        changes = getattr(self, "_changes", None)
+        if changes is None:
+            self._changes = changes = {}
+        g, d = changes.get(name, (0, 0))
+        changes[name] = (g + grown, d + dropped)
+
+    def telemetry(self, changes: Mapping[str, tuple[int, int]] | None = None
+                  ) -> dict[str, float]:
+        """Per-layer densities and ever-active fractions; with ``changes`` (``{layer: (grown,
+        dropped)}`` of an update: positions that turned active / inactive) also grow/drop
+        counts and churn = sum grown / sum active."""
         out: dict[str, float] = {"sparsity": self.masks.sparsity()}
         total_active = total_grown = total_ever = total = 0
         for name, m in self.masks.masks.items():
@@ -210,15 +249,13 @@ class Sparsifier:
             total_ever += ever
             total += m.numel()
             total_active += active
-            if before is not None:
-                changed = m ^ before[name]
-                grown = int(torch.count_nonzero(changed & m))
-                dropped = int(torch.count_nonzero(changed)) - grown
+            if changes is not None:
+                grown, dropped = changes.get(name, (0, 0))
                 out[f"grown/{name}"] = grown
                 out[f"dropped/{name}"] = dropped
                 total_grown += grown
         out["ever_active"] = total_ever / max(1, total)
-        if before is not None:
+        if changes is not None:
             out["churn"] = total_grown / max(1, total_active)
         return out
 
@@ -250,6 +287,7 @@ class Sparsifier:
         self.step_count = int(state["step"])
         self.updates = int(state.get("updates", 0))
         self.generator.set_state(state["generator"])
+        self._sync_grad_masking()
 
     def remove(self) -> None:
         """Detach every hook from the optimiser (the weights keep their zeros)."""

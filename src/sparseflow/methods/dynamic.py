@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseflow.methods.base import GradFn, Sparsifier, keep_top
+from sparseflow.methods.base import GradFn, Sparsifier
+from sparseflow.sparsity import topk_indices, topk_mask
 
 DROP_SCHEDULES = ("cosine", "constant", "lr")
 
@@ -78,21 +79,29 @@ class SET(Sparsifier):
         """Hook run once per update before the layers are scored."""
 
     def update(self, step: int) -> dict[str, float]:
-        """Drop the smallest-magnitude active weights, grow by :meth:`grow_scores`."""
+        """Drop the smallest-magnitude active weights, grow by :meth:`grow_scores`.
+
+        Per layer, on indices: the active positions A (one ``nonzero``), the n_active - k
+        largest |w| over A kept (``topk_mask``: ties to the lower flat index), the rest
+        dropped; grow scores with the blocked positions (kept ones, or every active one with
+        ``exclude_dropped``) set to -inf, the k largest grown (``topk_indices``).
+        """
         alpha = self.drop_fraction_at(step)
         self.prepare_scores()
         for name, p in self.params.items():
-            mask = self.masks[name]
-            n_active = int(torch.count_nonzero(mask))
+            active = self.masks[name].reshape(-1).nonzero().squeeze(1)
+            n_active = active.numel()
             k = math.floor(alpha * n_active)
             if self.exclude_dropped:  # fewer free positions than drops: grow what fits
-                k = min(k, mask.numel() - n_active)
+                k = min(k, p.numel() - n_active)
             if k == 0:
                 continue
-            keep = keep_top(p.detach().abs(), mask, n_active - k)
-            eligible = ~mask if self.exclude_dropped else ~keep
-            grow = keep_top(self.grow_scores(name, p), eligible, k)
-            self.replace_mask(name, keep | grow, zero=grow)
+            keep = topk_mask(p.detach().reshape(-1)[active].abs(), n_active - k)
+            blocked = active if self.exclude_dropped else active[keep]
+            scores = self.grow_scores(name, p).detach().reshape(-1).float()
+            scores = scores.index_fill(0, blocked.to(scores.device), float("-inf"))
+            grow = topk_indices(scores, k).to(active.device)
+            self.replace_positions(name, active[~keep], grow)
         return {"drop_fraction": alpha}
 
 
@@ -111,9 +120,14 @@ class RigL(SET):
         super().__init__(model, optimizer, **kwargs)
         self.grad_fn = grad_fn
         self._dense_grads: dict[str, torch.Tensor] | None = None
+        self._sync_grad_masking()
+
+    def needs_dense_grads(self, step: int) -> bool:
+        """The training batch's dense gradient is the grow score at an update step."""
+        return self.grad_fn is None and self.due(step)
 
     def _pre_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self.grad_fn is None and self.due(self.step_count + 1):
+        if self.needs_dense_grads(self.step_count + 1):
             missing = [n for n, p in self.params.items() if p.grad is None]
             if missing:
                 raise ValueError(

@@ -5,9 +5,10 @@ Imports only torch, numpy and the standard library.
 
 from .distributions import DISTRIBUTIONS, layer_counts, layer_densities, raw_density
 from .init import initialize_, liu_scale_, sparse_init_, sparse_variance, unit_fans
-from .masks import GRADS_ONLY_EXACT, MaskSet, grads_only_is_exact, topk_mask
+from .masks import GRADS_ONLY_EXACT, MaskSet, grads_only_is_exact
 from .optim_state import INITIAL_STATE, reset_optimizer_state
 from .selection import SPARSIFIABLE_TYPES, default_weight_names, select_weights
+from .topk import kth_largest, topk_indices, topk_mask
 
 __all__ = [
     "GRADS_ONLY_EXACT",
@@ -26,6 +27,8 @@ __all__ = [
     "select_weights",
     "sparse_init_",
     "sparse_variance",
+    "kth_largest",
+    "topk_indices",
     "topk_mask",
     "unit_fans",
 ]

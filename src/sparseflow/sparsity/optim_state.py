@@ -61,6 +61,17 @@ def positions_mask(positions: Positions, param: torch.Tensor) -> torch.Tensor:
     return flat.view(param.shape)
 
 
+def flat_indices(positions: Positions, param: torch.Tensor) -> torch.Tensor:
+    """1-d int64 flat indices into ``param`` from flat indices or a bool tensor of its shape."""
+    pos = torch.as_tensor(positions, device=param.device)
+    if pos.dtype == torch.bool:
+        return positions_mask(pos, param).reshape(-1).nonzero().squeeze(1)
+    idx = pos.reshape(-1).long()
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= param.numel()):
+        raise ValueError(f"positions must be flat indices in [0, {param.numel()})")
+    return idx
+
+
 def initial_state_value(optimizer: torch.optim.Optimizer, key: str, group: dict) -> float:
     """The value the state tensor ``key`` starts from: INITIAL_STATE entry or 0."""
     for (cls, k), value in INITIAL_STATE.items():
@@ -88,7 +99,8 @@ def reset_optimizer_state(
     state = optimizer.state.get(param)
     if not state:
         return []
-    where = positions_mask(positions, param)
+    by_index = torch.as_tensor(positions).dtype != torch.bool  # few positions: index fills
+    where = flat_indices(positions, param) if by_index else positions_mask(positions, param)
     reset: list[str] = []
     with torch.no_grad():
         for key, value in state.items():
@@ -97,6 +109,11 @@ def reset_optimizer_state(
             if value.shape != param.shape:
                 continue
             v0 = initial_state_value(optimizer, key, group)
-            value.masked_fill_(where.to(value.device), v0)
+            if not by_index:
+                value.masked_fill_(where.to(value.device), v0)
+            elif value.is_contiguous():
+                value.view(-1).index_fill_(0, where.to(value.device), v0)
+            else:
+                value.masked_fill_(positions_mask(where, param).to(value.device), v0)
             reset.append(key)
     return reset
