@@ -13,6 +13,10 @@ each its own model and optimiser started from the same weights, trained by the s
     rigl           sparseflow.methods.rigl, update_every=100, dense gradient of the batch
     torch-prune    torch.nn.utils.prune.custom_from_mask with static's masks (w * mask in
                    forward, the way users mask a model with torch alone today)
+    grad-pass      not a masking method, a reference: dense training with a backward hook
+                   that multiplies every Linear/Conv weight gradient by the scalar 1, i.e.
+                   one pass over the gradients without reading a mask (what any exact
+                   masking with torch's elementwise kernels pays at least)
 
 Every step reads a different real batch: the training set is shuffled once into one contiguous
 copy, cut into batches of 128, and each variant walks the batches in a freshly shuffled order
@@ -57,7 +61,8 @@ LR, MOMENTUM = 0.05, 0.9
 SPARSITY, DISTRIBUTION, UPDATE_EVERY = 0.9, "erk", 100
 T_END = 10**9
 MODELS = {"lenet300": "LeNet-300-100", "lenet5": "LeNet5"}
-VARIANTS = ("dense", "static", "static-both", "static-w", "set", "rigl", "torch-prune")
+VARIANTS = ("dense", "static", "static-both", "static-w", "set", "rigl", "torch-prune",
+            "grad-pass")
 TARGETS = {"static": 1.05, "set": 1.10, "rigl": 1.10}  # median time ratio vs dense, at most
 SORT_OPS = ("sort", "argsort", "msort")  # full sorts; topk and kthvalue are selections
 
@@ -126,6 +131,12 @@ def train(v: Variant, steps: int) -> tuple[float, float]:
     return wall, cpu
 
 
+def _times_one(param: torch.Tensor) -> None:
+    """Backward hook of the grad-pass reference: one in-place pass over the gradient."""
+    assert param.grad is not None
+    param.grad.mul_(1.0)
+
+
 def make_variants(key: str, x: torch.Tensor, y: torch.Tensor) -> list[Variant]:
     """Every variant of one model, all from the same initial weights and the same masks."""
     torch.manual_seed(0)
@@ -154,6 +165,10 @@ def make_variants(key: str, x: torch.Tensor, y: torch.Tensor) -> list[Variant]:
             s = set_training(m, opt, **sp, **dyn)
         elif name == "rigl":
             s = rigl(m, opt, **sp, **dyn)
+        elif name == "grad-pass":
+            for pname, param in m.named_parameters():
+                if pname in masks:
+                    param.register_post_accumulate_grad_hook(_times_one)
         elif name == "torch-prune":
             for pname, mask in masks.items():
                 module, _, attr = pname.rpartition(".")

@@ -197,12 +197,15 @@ class MaskSet:
             with torch.no_grad():
                 torch._foreach_mul_(grads, factors)  # one dispatch for every layer
 
-    def _mask_grads_unmasked(self, names: list[str]) -> None:
-        """Mask the gradients the backward hooks have not masked (or that changed since)."""
+    def _mask_grads_unmasked(self, items: list[tuple[str, torch.Tensor]]) -> None:
+        """Mask the gradients the backward hooks have not masked (or that changed since).
+
+        ``items``: (name, parameter) pairs. Runs before every step: kept to one identity and
+        one version check per weight in the common case."""
         masked = self._masked_grads
         todo = []
-        for name in names:
-            g = self._params[name].grad
+        for name, p in items:
+            g = p.grad
             if g is None:
                 continue
             seen = masked.get(name)
@@ -227,7 +230,7 @@ class MaskSet:
             if self.defer_grad_masking or g is None:
                 return
             f = factors[name]
-            if f.dtype != g.dtype or f.device != g.device:
+            if f.dtype is not g.dtype or f.get_device() != g.get_device():
                 f = self._factor(name, p)
             g.mul_(f)
             masked[name] = (ref(g), g._version)
@@ -281,8 +284,10 @@ class MaskSet:
         if not names:
             raise ValueError("none of the masked parameters is in the optimizer")
 
+        items = [(n, self._params[n]) for n in names]
+
         def pre_hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-            self._mask_grads_unmasked(names)
+            self._mask_grads_unmasked(items)
 
         def post_hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             self._apply(names)
