@@ -146,7 +146,9 @@ class Sparsifier:
         # masked positions start with zero optimiser state (the grads-only rule relies on it)
         for name, m in self.masks.masks.items():
             reset_optimizer_state(optimizer, self.params[name], ~m)
-        # only methods that look at gradients before they are masked (RigL) need this hook
+        # only methods that look at gradients before they are masked (RigL) need this hook,
+        # and only those that override needs_dense_grads ever defer gradient masking
+        self._defers = type(self).needs_dense_grads is not Sparsifier.needs_dense_grads
         overridden = type(self)._pre_step is not Sparsifier._pre_step
         self._handles = [optimizer.register_step_pre_hook(self._pre_step)] if overridden else []
         self.masks.attach(optimizer, mask_grads=masking in ("grads", "both"),
@@ -182,9 +184,11 @@ class Sparsifier:
     def step(self) -> dict[str, float] | None:
         """Call once after each ``optimizer.step()``; returns telemetry when masks changed."""
         self.step_count += 1
+        if not self.due(self.step_count):
+            if self._defers:
+                self._sync_grad_masking()
+            return None
         try:
-            if not self.due(self.step_count):
-                return None
             self._changes: dict[str, tuple[int, int]] = {}
             stats = self.update(self.step_count)
             self.updates += 1
