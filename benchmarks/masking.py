@@ -55,6 +55,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from sparseflow.data import load_dataset
 from sparseflow.methods import rigl, set_training, static
 from sparseflow.models import build_model
+from sparseflow.sparsity.kernels import kernel_name
 
 BATCH = 128
 LR, MOMENTUM = 0.05, 0.9
@@ -304,7 +305,8 @@ def main() -> None:
 
     print(f"Fashion-MNIST, batch {BATCH}, SGD lr {LR} momentum {MOMENTUM}, "
           f"{SPARSITY:.0%} {DISTRIBUTION.upper()}, update interval {UPDATE_EVERY}; "
-          f"{args.threads} thread(s), flush denormal {args.flush_denormal}")
+          f"{args.threads} thread(s), flush denormal {args.flush_denormal}, masking kernel "
+          f"{kernel_name()} (SPARSEFLOW_KERNELS)")
     print(f"{args.repeats} interleaved repeats of {args.steps} steps per variant (chunks of "
           f"{args.chunk}, rotating order) after {args.warmup} warm-up steps; "
           f"load average {load_before:.2f} at start")
