@@ -5,17 +5,17 @@ Two implementations of one operation, chosen per call:
 - **torch** (always available): ``t.mul_(factor)``, the mask pre-stored in ``t``'s dtype.
   Reads 4 bytes of mask per float32 weight.
 - **numba** (the optional ``fast`` extra): a compiled loop ``t[i] = t[i] if M[i] else 0``
-  over the bool mask, 1 byte per weight. Used for contiguous float32/float64 CPU tensors
-  when torch runs one intra-op thread or the tensor is below torch's parallel grain size
-  (the compiled loop is serial; torch's ``mul_`` is parallel on larger tensors and more
-  threads).
+  over the bool mask, 1 byte per weight, called with ``t``'s data address. Used for
+  contiguous float32/float64 CPU tensors when torch runs one intra-op thread or the tensor is
+  below torch's parallel grain size (the compiled loop is serial; torch's ``mul_`` is
+  parallel on larger tensors and more threads).
 
 Why: on LeNet-300-100 (266k masked weights, one thread, batch 128) the cost of masking is the
 mask read, not the pass over the gradients (benchmarks/masking.py: a pass that multiplies the
 gradients by the scalar 1 costs ~2% of a dense step, the float32 factor multiply ~5.5%); the
-bool-mask loop took static sparse training from ~1.055x to ~1.035x a dense step. torch's own
+bool-mask loop took static sparse training from ~1.055x to ~1.044x a dense step. torch's own
 kernels for a 1-byte mask are slower than the float32 multiply (``mul_`` by a uint8 / bool mask,
-``masked_fill_``, ``torch.where``: docs/benchmarks.md), hence a compiled loop.
+``masked_fill_``, ``torch.where``: docs/results/issue3-masking.md), hence a compiled loop.
 
 Both give the same values except at masked positions, where the loop writes +0.0 and the
 multiply gives -0.0 for negative entries and keeps NaN / inf (NaN * 0).
