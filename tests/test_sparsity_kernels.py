@@ -143,3 +143,24 @@ def test_training_is_the_same_with_either_kernel(choose, monkeypatch):
     assert choose("torch") == "torch"
     plain = _train()
     assert all(torch.equal(compiled[n], plain[n]) for n in plain)
+
+
+def test_model_cast_after_attach_switches_the_loop_to_the_new_dtype(spy, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 30), torch.nn.ReLU(), torch.nn.Linear(30, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sp = static(model, opt, sparsity=0.8, distribution="uniform")
+    model.double()  # the same Parameter objects, now float64
+    x, y = torch.randn(8, 20, dtype=torch.float64), torch.randint(0, 4, (8,))
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        for n, p in sp.masks.params.items():
+            assert p.grad.dtype == torch.float64
+            assert bool((p.grad[~sp.masks[n]] == 0).all())
+        opt.step()
+    assert spy  # the float64 loop ran
+    for n, p in sp.masks.params.items():
+        assert bool((p.detach()[~sp.masks[n]] == 0).all())
+        assert bool((p.detach()[sp.masks[n]] != 0).all())

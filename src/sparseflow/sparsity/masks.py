@@ -233,8 +233,9 @@ class MaskSet:
             f = factors[name]
             if f.dtype is not g.dtype or f.get_device() != g.get_device():
                 f = self._factor(name, p)
-            c = compiled[name]
-            if c is not None and (c[1] or threads() == 1) and g.is_contiguous():
+            c = compiled[name]  # the loop writes mask.size elements of the factor's dtype:
+            if (c is not None and g.dtype is f.dtype and g.is_contiguous()
+                    and (c[1] or threads() == 1)):
                 c[2](g.data_ptr(), c[0])  # the gradient never requires grad here
             else:
                 g.mul_(f)
