@@ -99,8 +99,9 @@ def reset_optimizer_state(
     state = optimizer.state.get(param)
     if not state:
         return []
-    by_index = torch.as_tensor(positions).dtype != torch.bool  # few positions: index fills
-    where = flat_indices(positions, param) if by_index else positions_mask(positions, param)
+    pos = torch.as_tensor(positions, device=param.device)
+    by_index = pos.dtype != torch.bool  # indices: index fills, no pass over the layer
+    where = flat_indices(pos, param) if by_index else positions_mask(pos, param)
     reset: list[str] = []
     with torch.no_grad():
         for key, value in state.items():

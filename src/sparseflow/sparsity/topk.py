@@ -70,6 +70,33 @@ def kth_largest(flat: torch.Tensor, k: int) -> torch.Tensor:
     return _select_kth_largest(candidates, k) if top else torch.kthvalue(candidates, rank).values
 
 
+def _validated(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """``scores`` flattened (bool as uint8) after checking 0 <= k <= n and that none is NaN."""
+    flat = scores.detach().reshape(-1)
+    n = flat.numel()
+    if not 0 <= k <= n:
+        raise ValueError(f"k={k} outside [0, {n}]")
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
+    if flat.is_floating_point() and bool(torch.isnan(flat.amax())):  # amax propagates NaN
+        raise ValueError("scores contain NaN")
+    return flat
+
+
+def _keep_flat(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """The rule of ``topk_mask`` on validated 1-d scores: a 1-d bool mask."""
+    n = flat.numel()
+    if k == 0 or k == n:
+        return torch.full((n,), k == n, dtype=torch.bool, device=flat.device)
+    kth = kth_largest(flat, k)
+    keep = flat >= kth
+    extra = int(torch.count_nonzero(keep)) - k
+    if extra > 0:  # more ties at t than places left: drop the last ones in flat order
+        ties = (flat == kth).nonzero().squeeze(1)
+        keep[ties[ties.numel() - extra:]] = False
+    return keep
+
+
 def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Ascending flat indices of the k largest scores, by the rule of ``topk_mask``.
 
@@ -78,25 +105,14 @@ def topk_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
     candidate t, every candidate > t and the first ties at t in flat order. Equal to
     ``topk_mask(scores, k).flatten().nonzero()``.
     """
-    flat = scores.detach().reshape(-1)
-    n = flat.numel()
-    if not 0 <= k <= n:
-        raise ValueError(f"k={k} outside [0, {n}]")
-    if flat.is_floating_point() and bool(torch.isnan(flat.amax())):
-        raise ValueError("scores contain NaN")
-    if 2 * k > n:
-        return topk_mask(flat, k).nonzero().squeeze(1)
-    found = _sample_bound(flat, k) if k else None
-    idx = None
-    if found is not None:
-        idx = (flat >= found[0]).nonzero().squeeze(1)
-        if idx.numel() < k:  # the sample misled us
-            idx = None
-    if k == 0:
-        return torch.zeros(0, dtype=torch.long, device=flat.device)
-    values = flat if idx is None else flat[idx]
-    chosen = topk_mask(values, k).nonzero().squeeze(1)  # candidates keep flat order
-    return chosen if idx is None else idx[chosen]
+    flat = _validated(scores, k)
+    if 0 < k and 2 * k <= flat.numel():
+        found = _sample_bound(flat, k)
+        if found is not None:
+            idx = (flat >= found[0]).nonzero().squeeze(1)
+            if idx.numel() >= k:  # else the sample misled us: select over everything
+                return idx[_keep_flat(flat[idx], k).nonzero().squeeze(1)]  # flat order kept
+    return _keep_flat(flat, k).nonzero().squeeze(1)
 
 
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -106,20 +122,4 @@ def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     >= t, and when more than k scores tie at t keep only the first of them in flat
     (row-major) order. Deterministic for any scores; NaN scores are refused.
     """
-    flat = scores.detach().reshape(-1)
-    n = flat.numel()
-    if not 0 <= k <= n:
-        raise ValueError(f"k={k} outside [0, {n}]")
-    if flat.dtype == torch.bool:
-        flat = flat.to(torch.uint8)
-    if flat.is_floating_point() and bool(torch.isnan(flat.amax())):  # amax propagates NaN
-        raise ValueError("scores contain NaN")
-    if k == 0 or k == n:
-        return torch.full(scores.shape, k == n, dtype=torch.bool, device=scores.device)
-    kth = kth_largest(flat, k)
-    keep = flat >= kth
-    extra = int(torch.count_nonzero(keep)) - k
-    if extra > 0:  # more ties at t than places left: drop the last ones in flat order
-        ties = (flat == kth).nonzero().squeeze(1)
-        keep[ties[ties.numel() - extra:]] = False
-    return keep.view(scores.shape)
+    return _keep_flat(_validated(scores, k), k).view(scores.shape)
