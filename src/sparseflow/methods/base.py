@@ -41,6 +41,12 @@ def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+def check_choice(field: str, value: str, valid: Sequence[str]) -> None:
+    """One-line ``ValueError`` naming ``field`` when ``value`` is not one of ``valid``."""
+    if value not in valid:
+        raise ValueError(f"{field}: unknown {value!r}; valid: {', '.join(valid)}")
+
+
 def keep_top(scores: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask of the ``k`` largest ``scores`` among ``eligible`` positions.
 
@@ -115,8 +121,7 @@ class Sparsifier:
             raise ValueError(f"sparsity: {sparsity!r} is out of range [0, 1)")
         if init not in INITS:
             raise ValueError(f"init: unknown init {init!r}; valid: {', '.join(INITS)}")
-        if masking not in MASKING:
-            raise ValueError(f"masking: unknown {masking!r}; valid: {', '.join(MASKING)}")
+        check_choice("masking", masking, MASKING)
         self.model = model
         self.optimizer = optimizer
         self.sparsity_target = sparsity
@@ -149,6 +154,7 @@ class Sparsifier:
         # only methods that look at gradients before they are masked (RigL) need this hook,
         # and only those that override needs_dense_grads ever defer gradient masking
         self._defers = type(self).needs_dense_grads is not Sparsifier.needs_dense_grads
+        self._changes: dict[str, tuple[int, int]] = {}  # (grown, dropped) per layer, this update
         overridden = type(self)._pre_step is not Sparsifier._pre_step
         self._handles = [optimizer.register_step_pre_hook(self._pre_step)] if overridden else []
         self.masks.attach(optimizer, mask_grads=masking in ("grads", "both"),
@@ -189,7 +195,7 @@ class Sparsifier:
                 self._sync_grad_masking()
             return None
         try:
-            self._changes: dict[str, tuple[int, int]] = {}
+            self._changes = {}
             stats = self.update(self.step_count)
             self.updates += 1
             return {**stats, **self.telemetry(self._changes)}
@@ -232,11 +238,8 @@ class Sparsifier:
 
     def _record_change(self, name: str, grown: int, dropped: int) -> None:
         """Add a layer's net grown (inactive -> active) and dropped counts to this update's."""
-        changes = getattr(self, "_changes", None)
-        if changes is None:
-            self._changes = changes = {}
-        g, d = changes.get(name, (0, 0))
-        changes[name] = (g + grown, d + dropped)
+        g, d = self._changes.get(name, (0, 0))
+        self._changes[name] = (g + grown, d + dropped)
 
     def telemetry(self, changes: Mapping[str, tuple[int, int]] | None = None
                   ) -> dict[str, float]:

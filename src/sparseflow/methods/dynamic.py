@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseflow.methods.base import GradFn, Sparsifier
+from sparseflow.methods.base import GradFn, Sparsifier, check_choice
 from sparseflow.sparsity import topk_indices, topk_mask
 
 DROP_SCHEDULES = ("cosine", "constant", "lr")
@@ -44,9 +44,7 @@ class SET(Sparsifier):
             raise ValueError(f"update_every: expected >= 1, got {update_every}")
         if not 0.0 <= drop_fraction <= 1.0:
             raise ValueError(f"drop_fraction: {drop_fraction!r} is out of range [0, 1]")
-        if drop_schedule not in DROP_SCHEDULES:
-            raise ValueError(f"drop_schedule: unknown {drop_schedule!r}; valid: "
-                             f"{', '.join(DROP_SCHEDULES)}")
+        check_choice("drop_schedule", drop_schedule, DROP_SCHEDULES)
         if t_end < 1:
             raise ValueError(f"t_end: expected a positive step, got {t_end}")
         super().__init__(model, optimizer, **kwargs)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseflow.methods.base import Sparsifier, keep_top
+from sparseflow.methods.base import Sparsifier, check_choice, keep_top
 from sparseflow.sparsity import DISTRIBUTIONS, MaskSet, layer_counts, topk_mask
 
 SCOPES = ("layer", "global")
@@ -50,8 +50,7 @@ def magnitude_masks(
     ``within`` restricts the choice to currently active positions (pruning never regrows).
     Ties go to the lower index (layer order, then flat index, for the global scope).
     """
-    if scope not in SCOPES:
-        raise ValueError(f"scope: unknown {scope!r}; valid: {', '.join(SCOPES)}")
+    check_choice("scope", scope, SCOPES)
     eligible = {n: (within[n] if within is not None else torch.ones_like(p, dtype=torch.bool))
                 for n, p in params.items()}
     if scope == "layer":
@@ -95,11 +94,8 @@ class GradualPruning(Sparsifier):
     ) -> None:
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity: {sparsity!r} is out of range [0, 1)")
-        if scope not in SCOPES:
-            raise ValueError(f"scope: unknown {scope!r}; valid: {', '.join(SCOPES)}")
-        if distribution not in DISTRIBUTIONS:
-            raise ValueError(f"distribution: unknown {distribution!r}; valid: "
-                             f"{', '.join(DISTRIBUTIONS)}")
+        check_choice("scope", scope, SCOPES)
+        check_choice("distribution", distribution, DISTRIBUTIONS)
         if every < 1:
             raise ValueError(f"every: expected >= 1, got {every}")
         if t_end < t_begin or t_begin < 0:
