@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from sparseflow.experiment.config import FlowConfig, load_config
-from sparseflow.experiment.run import execute
+from sparseflow.config import FlowConfig, load_config
+from sparseflow.training.run import execute
 
 
 def one_run(overrides: list[str], root: str) -> float:

@@ -19,11 +19,11 @@ import time
 import torch
 import torch.nn.functional as F
 
+from sparseflow.config import load_config
 from sparseflow.data import load_dataset
-from sparseflow.experiment.config import load_config
-from sparseflow.experiment.loop import Trainer, evaluate
-from sparseflow.experiment.optim import build_optimizer
-from sparseflow.experiment.run import make_model
+from sparseflow.training.loop import Trainer, evaluate
+from sparseflow.training.optim import build_optimizer
+from sparseflow.training.run import make_model
 
 
 def hand_written(cfg, data, steps: int) -> float:

@@ -39,8 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sparseflow.experiment.config import load_config
-from sparseflow.experiment.executor import connect, run_sweep
+from sparseflow.config import load_config
+from sparseflow.sweep.client import connect, run_sweep
 
 
 def configs(runs: int, steps: int) -> list:
@@ -104,7 +104,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     cfgs = configs(args.runs, args.steps)
-    from sparseflow.experiment.run import load_data
+    from sparseflow.training.run import load_data
 
     load_data(cfgs[0])  # the dataset files are in the page cache for every variant
     print(f"{args.runs} runs: LeNet-300-100 on Fashion-MNIST, static 90%, {args.steps} steps "

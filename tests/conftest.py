@@ -20,7 +20,7 @@ def root(tmp_path):
 @pytest.fixture
 def stop_after():
     """A callback class that interrupts training (KeyboardInterrupt) after a given step."""
-    from sparseflow.experiment.callbacks import Callback
+    from sparseflow.training.callbacks import Callback
 
     class StopAfter(Callback):
         name = "stop"
@@ -38,7 +38,7 @@ def stop_after():
 @pytest.fixture
 def metric_rows():
     """A function: every (step, name, value) metric row in the store under ``root``, by run."""
-    from sparseflow.experiment.store import Store
+    from sparseflow.store.database import Store
 
     def rows_by_run(root) -> dict[str, list[tuple]]:
         with Store(root / "sparseflow.db") as st:

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from sparseflow.cli import main
-from sparseflow.experiment.config import load_config
-from sparseflow.experiment.run import execute, load_data
-from sparseflow.experiment.store import Store
+from sparseflow.config import load_config
 from sparseflow.flow.hessian import hessian_report
+from sparseflow.store.database import Store
+from sparseflow.training.run import execute, load_data
 
 RUN = ["dataset=synthetic", "model=mlp", "arch.depth=1", "arch.width=8", "train.batch_size=64",
        "train.duration=2ep", "data.heldout=64", "method=static", "sparsity=0.8"]
@@ -39,7 +39,7 @@ def test_hessian_json_matches_the_library_and_is_stored(capsys, root, sparse_run
     assert res["step"] == sparse_run["steps"] and len(res["top"]) == 2
     assert res["trace"] is None  # no probes: NaN becomes null, the output stays strict JSON
     # independently: rebuild from the final checkpoint and call the function
-    from sparseflow.experiment.endpoints import resolve_endpoint
+    from sparseflow.analysis.endpoints import resolve_endpoint
 
     with Store(root / "sparseflow.db") as st:
         ep = resolve_endpoint(rid, st)

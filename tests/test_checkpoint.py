@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sparseflow.errors import CheckpointError
-from sparseflow.experiment.checkpoint import (
+from sparseflow.store.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sparseflow.cli import main
-from sparseflow.experiment.checkpoint import list_checkpoints
+from sparseflow.store.checkpoint import list_checkpoints
 
 SMALL = ["dataset=synthetic", "model=mlp", "arch.depth=1", "arch.width=16",
          "train.batch_size=32", "train.duration=2ep", "data.heldout=32"]
@@ -79,7 +79,7 @@ def test_bad_input_one_line_exit_2(capsys, root, argv, fragment):
         run_cli(capsys, *argv[:1], "--root", str(root), *argv[1:])
     if argv[0] == "runs" and code == 2 and "no run store" in err:
         root.mkdir(parents=True, exist_ok=True)
-        from sparseflow.experiment.store import Store
+        from sparseflow.store.database import Store
 
         Store(root / "sparseflow.db").close()
         code, out, err = run_cli(capsys, *argv, "--root", str(root))
@@ -116,7 +116,7 @@ def test_corrupt_checkpoint_is_reported_not_loaded(capsys, root):
     summary = json.loads(out.strip().splitlines()[-1])
     ckpt = Path(summary["checkpoint"])
     # make the run unfinished again and damage its newest checkpoint
-    from sparseflow.experiment.store import Store
+    from sparseflow.store.database import Store
 
     with Store(root / "sparseflow.db") as st:
         st.set_status(summary["run_id"], "interrupted")

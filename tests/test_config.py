@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from sparseflow.config import Config, Duration, load_config, run_id
 from sparseflow.errors import ConfigError
-from sparseflow.experiment.config import Config, Duration, load_config, run_id
-from sparseflow.experiment.typed import describe, leaf_names, non_default
+from sparseflow.typed import describe, leaf_names, non_default
 
 
 def test_defaults_and_overrides_types():

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from sparseflow.experiment.config import load_config
-from sparseflow.experiment.run import execute
-from sparseflow.experiment.store import Store
+from sparseflow.config import load_config
 from sparseflow.flow.norms import gradient_flow, norms_from_gradients
+from sparseflow.store.database import Store
+from sparseflow.training.run import execute
 
 
 def _tiny():

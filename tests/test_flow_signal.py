@@ -10,15 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from sparseflow.analysis.tables import signal_table as format_table
 from sparseflow.flow.signal import (
-    format_table,
     heterogeneous_masks,
     output_std,
     parse_range,
-    plot_signal,
     signal_propagation,
 )
 from sparseflow.models import build_model
+from sparseflow.plots import plot_signal
 from sparseflow.sparsity import select_weights, unit_fans
 
 

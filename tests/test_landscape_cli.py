@@ -7,8 +7,8 @@ import json
 import pytest
 
 from sparseflow.cli import main
-from sparseflow.experiment.config import load_config
-from sparseflow.experiment.run import execute
+from sparseflow.config import load_config
+from sparseflow.training.run import execute
 
 BASE = ["dataset=synthetic", "model=mlp", "arch.depth=2", "arch.width=32", "train.batch_size=32",
         "train.duration=3ep", "data.heldout=64", "sparsity=0.8", "flow.enabled=false",

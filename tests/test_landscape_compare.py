@@ -12,12 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from sparseflow.analysis.tables import comparison_table
 from sparseflow.data import load_dataset
 from sparseflow.landscape.compare import (
     Comparison,
     accuracy,
     compare_models,
-    comparison_table,
     cosine_distance,
     disagreement,
     ensemble_accuracy,
@@ -27,10 +27,10 @@ from sparseflow.landscape.compare import (
     l2_distance,
     mds_2d,
     pairwise,
-    plot_mds,
     predict_proba,
     symmetric_kl,
 )
+from sparseflow.plots import plot_mds
 from sparseflow.sparsity import MaskSet
 
 

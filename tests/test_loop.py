@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparseflow.experiment.callbacks import Callback
-from sparseflow.experiment.checkpoint import list_checkpoints, load_checkpoint
-from sparseflow.experiment.config import load_config, run_id
-from sparseflow.experiment.run import execute, run_dir
-from sparseflow.experiment.store import Store
+from sparseflow.config import load_config, run_id
+from sparseflow.store.checkpoint import list_checkpoints, load_checkpoint
+from sparseflow.store.database import Store
+from sparseflow.store.paths import run_dir
+from sparseflow.training.callbacks import Callback
+from sparseflow.training.run import execute
 
 SMALL = ["dataset=synthetic", "model=mlp", "arch.depth=2", "arch.width=32",
          "train.batch_size=32", "train.duration=4ep", "data.heldout=64", "optim.lr=0.05"]
@@ -119,7 +120,7 @@ def test_tensorboard_event_files(root):
 
 
 def test_denormal_flushing_is_scoped_to_the_run(root):
-    from sparseflow.experiment.run import denormals_flushed
+    from sparseflow.training.run import denormals_flushed
 
     assert not denormals_flushed()
     execute(load_config(None, SMALL + ["train.duration=2it"]), root=root, progress=False)
@@ -127,7 +128,7 @@ def test_denormal_flushing_is_scoped_to_the_run(root):
 
 
 def test_memory_recorder_leaves_the_store_alone_until_replayed(root, tmp_path):
-    from sparseflow.experiment.recorder import MemoryRecorder
+    from sparseflow.store.recorder import MemoryRecorder
 
     cfg = load_config(None, SMALL)
     rec = MemoryRecorder()

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from sparseflow.experiment import optim as O
-from sparseflow.experiment.config import OPTIMIZERS, OptimConfig
+from sparseflow.config import OPTIMIZERS, OptimConfig
+from sparseflow.training import optim as O
 
 
 def test_schedule_values_by_hand():

@@ -6,9 +6,9 @@ import base64
 import re
 
 from sparseflow.cli import main
-from sparseflow.experiment.config import load_config
-from sparseflow.experiment.run import execute
-from sparseflow.experiment.store import Store
+from sparseflow.config import load_config
+from sparseflow.store.database import Store
+from sparseflow.training.run import execute
 
 BASE = ["dataset=synthetic", "model=mlp", "arch.depth=1", "arch.width=16", "train.duration=2ep",
         "data.heldout=64", "train.batch_size=64", "flow.every=2", "sparse.update_every=3",

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from sparseflow.experiment.config import load_config
-from sparseflow.experiment.run import execute
+from sparseflow.config import load_config
 from sparseflow.report.html import build_report
+from sparseflow.training.run import execute
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which(
     "google-chrome")

@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from sparseflow.cli import main
-from sparseflow.experiment.checkpoint import list_checkpoints, load_checkpoint
-from sparseflow.experiment.config import load_config, run_id
-from sparseflow.experiment.run import execute, run_dir
-from sparseflow.experiment.store import Store
+from sparseflow.config import load_config, run_id
 from sparseflow.methods import METHODS
 from sparseflow.models.sizing import dense_weight_count
+from sparseflow.store.checkpoint import list_checkpoints, load_checkpoint
+from sparseflow.store.database import Store
+from sparseflow.store.paths import run_dir
+from sparseflow.training.run import execute
 
 BASE = ["dataset=synthetic", "model=mlp", "arch.depth=2", "arch.width=64", "train.batch_size=32",
         "train.duration=3ep", "data.heldout=64", "sparse.update_every=8", "sparse.prune_every=4",
@@ -169,10 +170,10 @@ def test_scsdc_sparse_partner_matches_dense_counts_and_init():
     import math
 
     from sparseflow.data import load_dataset
-    from sparseflow.experiment.optim import build_optimizer
-    from sparseflow.experiment.run import make_model
-    from sparseflow.experiment.sparse import build_sparsifier
     from sparseflow.models.sizing import dense_weight_count
+    from sparseflow.training.optim import build_optimizer
+    from sparseflow.training.run import make_model
+    from sparseflow.training.sparsifier import build_sparsifier
 
     cfg = load_config(None, ["dataset=synthetic", "model=mlp", "arch.depth=2", "arch.width=200",
                              "method=static", "distribution=scsdc", "sparse.dense_width=50",
@@ -199,7 +200,7 @@ def test_scsdc_sparse_partner_matches_dense_counts_and_init():
 @pytest.mark.parametrize("how", ["glorot", "he"])
 def test_dense_base_init(how):
     from sparseflow.data import load_dataset
-    from sparseflow.experiment.run import make_model
+    from sparseflow.training.run import make_model
 
     cfg = load_config(None, ["dataset=synthetic", "model=mlp", "arch.depth=1", "arch.width=400",
                              f"arch.init={how}"])

@@ -7,7 +7,7 @@ import multiprocessing as mp
 import pytest
 
 from sparseflow.errors import StoreError
-from sparseflow.experiment.store import Store
+from sparseflow.store.database import Store
 
 
 def test_run_lifecycle(tmp_path):

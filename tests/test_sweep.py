@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from sparseflow.config import load_config, run_id
 from sparseflow.errors import ConfigError, UserError
-from sparseflow.experiment.config import load_config, run_id
-from sparseflow.experiment.executor import results_table, run_sweep
-from sparseflow.experiment.store import Store
-from sparseflow.experiment.sweep import (
+from sparseflow.store.database import Store
+from sparseflow.sweep.client import results_table, run_sweep
+from sparseflow.sweep.spec import (
     expand,
     load_sweep,
     plan,

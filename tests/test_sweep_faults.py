@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from sparseflow.experiment.checkpoint import list_checkpoints
-from sparseflow.experiment.executor import journal_path, journal_workers, run_sweep
-from sparseflow.experiment.store import Store
-from sparseflow.experiment.sweep import expand, load_sweep, sweep_status
+from sparseflow.store.checkpoint import list_checkpoints
+from sparseflow.store.database import Store
+from sparseflow.sweep.client import journal_path, journal_workers, run_sweep
+from sparseflow.sweep.spec import expand, load_sweep, sweep_status
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def write(tmp_path: Path, base: dict[str, object], rest: str = "") -> Path:
 
 def start_sweep(path: Path, root: Path, log: Path, workers: int = 2) -> subprocess.Popen:
     """``run_sweep`` in a separate client process (output to ``log``)."""
-    code = ("from sparseflow.experiment.executor import run_sweep; "
+    code = ("from sparseflow.sweep.client import run_sweep; "
             f"run_sweep({str(path)!r}, {str(root)!r}, workers={workers}, progress=False)")
     with open(log, "w") as fh:
         return subprocess.Popen([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT,
@@ -116,7 +116,7 @@ def wait_for(cond, timeout: float, what: str, proc: subprocess.Popen | None = No
 def test_client_sigkill_then_restart_completes_exactly_once(tmp_path, metric_rows):
     path = write(tmp_path, {"train.duration": "4000it"}, "seeds: 6\n")
     rids = [c for c in expand(load_sweep(path))]
-    from sparseflow.experiment.config import run_id
+    from sparseflow.config import run_id
 
     rids = [run_id(c) for c in rids]
     root, log = tmp_path / "root", tmp_path / "client.log"
@@ -181,7 +181,7 @@ def test_worker_killed_mid_run_is_retried_from_checkpoint(tmp_path, metric_rows)
           train.duration: [12000it, 600it, 600it]
           seed: [0, 1, 2]
         """)
-    from sparseflow.experiment.config import run_id
+    from sparseflow.config import run_id
 
     cfgs = expand(load_sweep(path))
     long_id = run_id(cfgs[0])

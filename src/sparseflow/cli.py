@@ -19,8 +19,8 @@ EXIT_USAGE = 2
 
 
 def _config_help() -> str:
-    from sparseflow.experiment.config import Config
-    from sparseflow.experiment.typed import describe
+    from sparseflow.config import Config
+    from sparseflow.typed import describe
 
     lines = ["config fields (set with -c FILE.yaml or --set KEY=VALUE):"]
     for name, tp, default, help_ in describe(Config):
@@ -263,9 +263,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from sparseflow.experiment.config import load_config, run_id
-    from sparseflow.experiment.distributed import dist_info
-    from sparseflow.experiment.run import execute
+    from sparseflow.config import load_config, run_id
+    from sparseflow.training.distributed import dist_info
+    from sparseflow.training.run import execute
 
     cfg = load_config(args.config, args.overrides)
     main_rank = dist_info().main
@@ -290,7 +290,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from sparseflow.experiment.config import config_to_yaml, load_config, run_id
+    from sparseflow.config import config_to_yaml, load_config, run_id
 
     cfg = load_config(args.config, args.overrides)
     print(f"# run id: {run_id(cfg)}")
@@ -299,8 +299,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def _open_store(root: str | None, must_exist: bool = True):  # noqa: ANN202
-    from sparseflow.experiment.run import default_root, store_path
-    from sparseflow.experiment.store import Store
+    from sparseflow.store.database import Store
+    from sparseflow.store.paths import default_root, store_path
 
     path = store_path(Path(root) if root else default_root())
     if must_exist and not path.exists():
@@ -309,7 +309,7 @@ def _open_store(root: str | None, must_exist: bool = True):  # noqa: ANN202
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from sparseflow.experiment.store import effective_status
+    from sparseflow.store.database import effective_status
 
     if args.runs_command is None:
         raise UserError("runs: expected an action: list, show or export")
@@ -367,7 +367,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                       + (" ..." if len(others) > 20 else ""))
             return 0
         if args.runs_command == "export":
-            from sparseflow.experiment.export import export_table
+            from sparseflow.store.export import export_table
 
             out = args.out or f"{args.table}.{args.format}"
             n = export_table(store, args.table, args.format, out)
@@ -378,7 +378,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _root(args: argparse.Namespace) -> Path:
-    from sparseflow.experiment.run import default_root
+    from sparseflow.store.paths import default_root
 
     return Path(args.root) if args.root else default_root()
 
@@ -421,7 +421,7 @@ def _show_hessian(res: dict[str, Any]) -> None:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from sparseflow.experiment import analyses
+    from sparseflow.analysis import runs as analyses
 
     cmd = args.analyze_command
     if cmd is None:
@@ -473,8 +473,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from sparseflow.experiment.executor import results_table, run_sweep
-    from sparseflow.experiment.sweep import load_sweep, status_table
+    from sparseflow.sweep.client import results_table, run_sweep
+    from sparseflow.sweep.spec import load_sweep, status_table
 
     files = list(args.file)
     if files[0] == "status":
@@ -499,9 +499,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_scsdc(args: argparse.Namespace) -> int:
-    from sparseflow.experiment import analyses
-    from sparseflow.experiment.executor import run_sweep
-    from sparseflow.experiment.sweep import load_sweep
+    from sparseflow.analysis import runs as analyses
+    from sparseflow.sweep.client import run_sweep
+    from sparseflow.sweep.spec import load_sweep
 
     sweep = load_sweep(args.file)
     if not sweep.scsdc:
@@ -554,8 +554,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     runs = list(args.runs or [])
     sweep = None
     if args.sweep:
-        from sparseflow.experiment.config import run_id
-        from sparseflow.experiment.sweep import expand, load_sweep
+        from sparseflow.config import run_id
+        from sparseflow.sweep.spec import expand, load_sweep
 
         sweep = load_sweep(args.sweep)
         runs += [run_id(c) for c in expand(sweep)]

@@ -38,7 +38,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -57,11 +56,9 @@ __all__ = [
     "INITS",
     "MASK_KINDS",
     "SCOPES",
-    "format_table",
     "heterogeneous_masks",
     "output_std",
     "parse_range",
-    "plot_signal",
     "signal_propagation",
 ]
 
@@ -351,54 +348,10 @@ def parse_range(text: str) -> list[float]:
     return [_number(t, whole) for t in whole.split(",")]
 
 
-def _by_init(rows: Sequence[Mapping]) -> dict[str, list[Mapping]]:
+def by_init(rows: Sequence[Mapping]) -> dict[str, list[Mapping]]:
     groups: dict[str, list[Mapping]] = {}
     for row in rows:
         groups.setdefault(str(row["init"]), []).append(row)
     for group in groups.values():
         group.sort(key=lambda r: float(r["sparsity"]))
     return groups
-
-
-def plot_signal(rows: Sequence[Mapping], path: str | Path) -> None:
-    """Plot std_mean vs sparsity, one line per init with a std_min..std_max band, log y.
-
-    Saves a PNG or an SVG chosen by ``path``'s suffix (ValueError otherwise). matplotlib is
-    imported here (the ``analysis`` extra) and drawn with the Agg canvas, without pyplot,
-    so no global backend is changed. Non-positive values (a dead network) are left out of
-    the log axis.
-    """
-    from sparseflow.figures import check_figure_path, new_figure, save_figure
-
-    path = check_figure_path(path)
-    fig, ax = new_figure(6, 4)
-    for init, group in _by_init(rows).items():
-        x = [float(r["sparsity"]) for r in group]
-        (line,) = ax.plot(x, [float(r["std_mean"]) for r in group], marker="o", label=init)
-        lo = [float(r["std_min"]) for r in group]
-        hi = [float(r["std_max"]) for r in group]
-        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_yscale("log", nonpositive="mask")
-    ax.set_xlabel("sparsity")
-    ax.set_ylabel("std of the output at init")
-    ax.set_title("Signal propagation (x ~ N(0, 1))")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    save_figure(fig, path)
-
-
-def format_table(rows: Sequence[Mapping]) -> str:
-    """Plain-text table: one line per sparsity, one column per init, cells = std_mean.
-
-    Values in ``%.3e``; a missing (init, sparsity) cell is ``-``.
-    """
-    groups = _by_init(rows)
-    inits = list(groups)
-    levels = sorted({float(r["sparsity"]) for r in rows})
-    cell = {(str(r["init"]), float(r["sparsity"])): float(r["std_mean"]) for r in rows}
-    width = max([10, *(len(i) for i in inits)])
-    lines = ["sparsity" + "".join(f"  {i:>{width}}" for i in inits)]
-    for s in levels:
-        vals = [f"{cell[(i, s)]:.3e}" if (i, s) in cell else "-" for i in inits]
-        lines.append(f"{s:8.4f}" + "".join(f"  {v:>{width}}" for v in vals))
-    return "\n".join(lines)

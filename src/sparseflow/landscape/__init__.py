@@ -4,11 +4,11 @@ Pure functions over ``torch.func.functional_call``: any ``nn.Module`` works, no 
 curve copies of layers.
 """
 
-from sparseflow.landscape.compare import Comparison, compare_models, comparison_table
+from sparseflow.landscape.compare import Comparison, compare_models
 from sparseflow.landscape.curves import CurveResult, fit_curve
 from sparseflow.landscape.paths import PathResult, combine_masks, linear_path, parse_alphas
 
 __all__ = [
     "Comparison", "CurveResult", "PathResult", "combine_masks", "compare_models",
-    "comparison_table", "fit_curve", "linear_path", "parse_alphas",
+    "fit_curve", "linear_path", "parse_alphas",
 ]

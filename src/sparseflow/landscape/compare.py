@@ -15,7 +15,8 @@ Definitions as implemented by Evci et al. (paper-notes.md sections 1.5-1.6) and 
 
 Everything is a pure function of models, parameter dicts or predictions; nothing trains and no
 model is left changed (``predict_proba`` restores every module's train/eval flag). Imports only
-torch, numpy and the standard library; matplotlib is imported lazily by :func:`plot_mds`.
+torch, numpy and the standard library; the figures and text tables of a comparison are drawn
+above this layer (``sparseflow.plots.plot_mds``, ``sparseflow.analysis.tables.comparison_table``).
 
 Parameter dicts are expected to be keyed like ``dict(model.named_parameters())``: pass
 parameters, not ``model.state_dict()`` (whose buffers, e.g. BatchNorm running statistics,
@@ -28,7 +29,6 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,6 @@ __all__ = [
     "Comparison",
     "accuracy",
     "compare_models",
-    "comparison_table",
     "cosine_distance",
     "disagreement",
     "ensemble_accuracy",
@@ -49,7 +48,6 @@ __all__ = [
     "l2_distance",
     "mds_2d",
     "pairwise",
-    "plot_mds",
     "predict_proba",
     "symmetric_kl",
 ]
@@ -544,67 +542,3 @@ def compare_models(
 # --------------------------------------------------------------------------------------------
 # reporting
 # --------------------------------------------------------------------------------------------
-def _matrix_block(title: str, labels: Sequence[str], m: np.ndarray, fmt: str) -> list[str]:
-    width = max(10, *(len(s) for s in labels))
-    lines = [title, " " * width + "".join(f"  {s:>{width}}" for s in labels)]
-    for label, row in zip(labels, m, strict=True):
-        lines.append(f"{label:<{width}}" + "".join(f"  {format(v, fmt):>{width}}" for v in row))
-    return lines
-
-
-def _opt(v: float | None, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
-
-
-def comparison_table(c: Comparison, top: int = 5) -> str:
-    """Plain-text report of a :class:`Comparison`.
-
-    Blocks: pairwise disagreement, L2 distance, KL(row || column), Jaccard (when masks were
-    given); one line per model with accuracy, L2 and cosine distance to init (``-`` when no
-    init); the ``top`` best ensembles by accuracy (ties: smaller, then lexicographically
-    first subsets) and the ensemble of all models.
-    """
-    labels = c.labels
-    lines = _matrix_block("disagreement", labels, c.disagreement, ".4f")
-    lines += [""] + _matrix_block("L2 distance", labels, c.l2, ".4g")
-    lines += [""] + _matrix_block("KL(row || column)", labels, c.kl, ".4g")
-    if c.jaccard is not None:
-        lines += [""] + _matrix_block("mask Jaccard (pooled)", labels, c.jaccard, ".4f")
-    width = max(10, *(len(s) for s in labels))
-    lines += ["", f"{'model':<{width}}  {'accuracy':>10}  {'L2 to init':>12}  {'cos to init':>12}"]
-    for i, label in enumerate(labels):
-        lines.append(
-            f"{label:<{width}}  {c.accuracy[i]:>10.4f}  {_opt(c.l2_to_init[i], '.4g'):>12}"
-            f"  {_opt(c.cosine_to_init[i], '.4g'):>12}"
-        )
-    if c.ensembles:
-        ranked = sorted(c.ensembles.items(), key=lambda kv: (-kv[1], len(kv[0]), kv[0]))
-        lines += ["", "best ensembles (mean of softmax probabilities)"]
-        for subset, acc in ranked[:top]:
-            lines.append(f"  {acc:.4f}  " + " + ".join(labels[i] for i in subset))
-        everyone = tuple(range(len(labels)))
-        if everyone in c.ensembles:
-            lines.append(f"all {len(labels)} models: {c.ensembles[everyone]:.4f}")
-    return "\n".join(lines)
-
-
-def plot_mds(c: Comparison, path: str | Path) -> None:
-    """Scatter the 2-D MDS of the pairwise L2 distances, one labelled point per model.
-
-    Saves a PNG or an SVG chosen by ``path``'s suffix (ValueError otherwise), creating parent
-    folders. matplotlib is imported here and drawn on the Agg canvas without pyplot.
-    """
-    from sparseflow.figures import check_figure_path, new_figure, save_figure
-
-    path = check_figure_path(path)
-    fig, ax = new_figure(5, 5)
-    xy = np.asarray(c.mds, dtype=np.float64)
-    ax.scatter(xy[:, 0], xy[:, 1], s=30)
-    for label, (px, py) in zip(c.labels, xy, strict=True):
-        ax.annotate(label, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("MDS 1")
-    ax.set_ylabel("MDS 2")
-    ax.set_title("MDS of pairwise L2 distances between solutions")
-    ax.set_aspect("equal", adjustable="datalim")
-    ax.grid(True, alpha=0.3)
-    save_figure(fig, path)

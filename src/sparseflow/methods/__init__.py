@@ -2,7 +2,7 @@
 
 Training-loop methods are :class:`Sparsifier` subclasses (one call of ``step()`` per optimiser
 step); ``dense``, ``small_dense`` and ``lottery`` are set up by the experiment layer from other
-runs (see ``sparseflow.experiment.sparse``).
+runs (see ``sparseflow.training.sparsifier``).
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from sparseflow.errors import UserError
-from sparseflow.experiment.run import store_path
-from sparseflow.experiment.store import Store, effective_status
-from sparseflow.report.plots import plot_lines
+from sparseflow.plots import plot_lines
+from sparseflow.store.database import Store, effective_status
+from sparseflow.store.paths import store_path
 
 TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -263,8 +263,8 @@ def _signal_section(rep: _Report, root: Path) -> None:
 
 
 def _sweep_sections(rep: _Report, root: Path, sweep: Any) -> None:
-    from sparseflow.experiment.analyses import correlate, scsdc_results
-    from sparseflow.experiment.sweep import Sweep, load_sweep
+    from sparseflow.analysis.runs import correlate, scsdc_results
+    from sparseflow.sweep.spec import Sweep, load_sweep
 
     if not isinstance(sweep, Sweep):
         sweep = load_sweep(sweep)

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sparseflow.experiment.config import load_config, run_id
-from sparseflow.experiment.run import store_path
-from sparseflow.experiment.store import Store
+from sparseflow.config import load_config, run_id
+from sparseflow.store.database import Store
+from sparseflow.store.paths import store_path
 
 METHODS = {
     "dense": ["method=dense"],
@@ -29,9 +29,9 @@ METHODS = {
 def default_study(root: str | Path, *, epochs: int = 5, workers: int | None = None,
                   progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Train the study (resumable), interpolate, write the report; returns paths and numbers."""
-    from sparseflow.experiment.analyses import interpolate_runs
-    from sparseflow.experiment.executor import run_sweep
+    from sparseflow.analysis.runs import interpolate_runs
     from sparseflow.report.html import build_report
+    from sparseflow.sweep.client import run_sweep
 
     root = Path(root)
     base = ["model=lenet300", "dataset=fashion_mnist", "sparsity=0.9",

@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sparseflow.config import Config, load_config, run_id
 from sparseflow.errors import UserError
-from sparseflow.experiment.config import Config, load_config, run_id
-from sparseflow.experiment.run import store_path
-from sparseflow.experiment.store import Store
+from sparseflow.store.database import Store
+from sparseflow.store.paths import store_path
 
 PAPERS = ("evci2022", "tessera2021", "evci2019")
 SCALES = ("smoke", "cpu", "paper")
@@ -74,7 +74,7 @@ def _seeds(scale: str) -> list[int]:
 # -- helpers -----------------------------------------------------------------------------------
 def _run_all(configs: list[Config], root: Path, workers: int | None, progress: bool,
              echo: Callable[[str], None]) -> None:
-    from sparseflow.experiment.executor import run_sweep
+    from sparseflow.sweep.client import run_sweep
 
     run_sweep(configs, root, workers=workers, progress=progress, echo=echo)
 
@@ -100,7 +100,7 @@ def _verdict(ok: bool | None) -> str:
 def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
              echo: Callable[[str], None]) -> tuple[list[Claim], list[str]]:
     """Claims 1-4: signal propagation, early gradient flow, mask updates, lottery tickets."""
-    from sparseflow.experiment.analyses import compare_runs, interpolate_runs
+    from sparseflow.analysis.runs import compare_runs, interpolate_runs
     from sparseflow.flow.signal import signal_propagation
 
     base = _evci2022_base(scale)
@@ -166,7 +166,7 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
 def evci2019(root: Path, scale: str, workers: int | None, progress: bool,
              echo: Callable[[str], None]) -> tuple[list[Claim], list[str]]:
     """Claim 5: monotone path init -> pruned; scratch -> pruned barrier; dense curves remove it."""
-    from sparseflow.experiment.analyses import curve_runs, interpolate_runs
+    from sparseflow.analysis.runs import curve_runs, interpolate_runs
 
     base = {"smoke": ["model=lenet300", "train.duration=1ep"],
             "cpu": ["model=lenet300", "train.duration=15ep"],
@@ -205,7 +205,7 @@ def evci2019(root: Path, scale: str, workers: int | None, progress: bool,
 
 # -- Tessera et al. 2021 ----------------------------------------------------------------------
 def _tessera_sweep(scale: str) -> Any:
-    from sparseflow.experiment.sweep import Sweep
+    from sparseflow.sweep.spec import Sweep
 
     sizes = {"smoke": (64, [16, 32], [1], [0, 1], "1ep"),
              "cpu": (256, [26, 77, 128], [1, 2, 4], [0, 1, 2], "3ep"),
@@ -222,9 +222,9 @@ def _tessera_sweep(scale: str) -> Any:
 def tessera2021(root: Path, scale: str, workers: int | None, progress: bool,
                 echo: Callable[[str], None]) -> tuple[list[Claim], list[str]]:
     """Claims 6 and 7: EGF vs gradient norm correlations, BatchNorm in SC-SDC."""
-    from sparseflow.experiment.analyses import correlate, scsdc_results
-    from sparseflow.experiment.executor import run_sweep
-    from sparseflow.experiment.sweep import expand
+    from sparseflow.analysis.runs import correlate, scsdc_results
+    from sparseflow.sweep.client import run_sweep
+    from sparseflow.sweep.spec import expand
 
     sweep = _tessera_sweep(scale)
     run_sweep(sweep, root, workers=workers, progress=progress, echo=echo)

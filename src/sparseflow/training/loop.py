@@ -21,16 +21,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from sparseflow.config import Config, Duration
 from sparseflow.data import Dataset
-from sparseflow.experiment import optim as optim_mod
-from sparseflow.experiment.callbacks import Callback, overriding
-from sparseflow.experiment.checkpoint import (
+from sparseflow.store.checkpoint import (
     checkpoint_name,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from sparseflow.experiment.config import Config, Duration
+from sparseflow.training import optim as optim_mod
+from sparseflow.training.callbacks import Callback, overriding
 
 _MIX = 1_000_003
 

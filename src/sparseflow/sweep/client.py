@@ -7,10 +7,10 @@ Roles
   run is submitted only once that run is finished *in the store*), and, as results arrive,
   replays each run's recorded events into the store. It is the only process that writes the
   SQLite store, so the store never sees concurrent writers from many machines (workers only
-  open it to read, as :func:`~sparseflow.experiment.run.execute` does to skip finished runs
+  open it to read, as :func:`~sparseflow.training.run.execute` does to skip finished runs
   and find source runs).
 * A **worker** (:func:`train_in_worker`, one thread per process) trains one run with a
-  :class:`~sparseflow.experiment.recorder.MemoryRecorder` and returns the run's summary and
+  :class:`~sparseflow.store.recorder.MemoryRecorder` and returns the run's summary and
   events. It writes only files in the run's own directory ``ROOT/runs/RUN_ID``: checkpoints
   (atomic) and a journal ``sweep-events.jsonl`` of the events it recorded.
 
@@ -46,12 +46,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from sparseflow.config import Config, config_from_dict, run_id
 from sparseflow.errors import UserError
-from sparseflow.experiment.config import Config, config_from_dict, run_id
-from sparseflow.experiment.recorder import MemoryRecorder
-from sparseflow.experiment.store import Store, effective_status
-from sparseflow.experiment.sweep import PlannedRun, Sweep, as_configs, plan, stored_runs
-from sparseflow.experiment.typed import to_dict
+from sparseflow.store.database import Store, effective_status
+from sparseflow.store.recorder import MemoryRecorder
+from sparseflow.sweep.spec import PlannedRun, Sweep, as_configs, plan, stored_runs
+from sparseflow.typed import to_dict
 
 JOURNAL = "sweep-events.jsonl"
 TOPIC = "sparseflow-sweep"
@@ -75,7 +75,7 @@ LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
 # -- the worker side -----------------------------------------------------------------------
 def journal_path(root: str | Path, rid: str) -> Path:
     """The journal of the events a worker recorded for run ``rid``."""
-    from sparseflow.experiment.run import run_dir
+    from sparseflow.store.paths import run_dir
 
     return run_dir(root, rid) / JOURNAL
 
@@ -187,8 +187,9 @@ def _announce(rid: str) -> None:
 
 def _train(config_dict: dict[str, Any], root: str | Path, *, announce: bool) -> dict[str, Any]:
     """Train one run without writing the store; see :func:`train_in_worker`."""
-    from sparseflow.experiment.checkpoint import latest_checkpoint
-    from sparseflow.experiment.run import execute, run_dir
+    from sparseflow.store.checkpoint import latest_checkpoint
+    from sparseflow.store.paths import run_dir
+    from sparseflow.training.run import execute
 
     cfg = config_from_dict(config_dict)
     rid = run_id(cfg)
@@ -216,7 +217,7 @@ def train_in_worker(config_dict: dict[str, Any], root: str, threads: int = 1) ->
     "events", "error"}``.
 
     Sets ``torch.set_num_threads(threads)``, runs
-    :func:`~sparseflow.experiment.run.execute` with a recorder that keeps the events in
+    :func:`~sparseflow.training.run.execute` with a recorder that keeps the events in
     memory (and in the run's journal) instead of writing the store, and returns them for the
     client to replay. A :class:`~sparseflow.errors.UserError` comes back as ``error`` (it would
     fail again: no retry); other exceptions propagate (Dask retries them).
@@ -588,7 +589,7 @@ def run_sweep(
     if workers > 0 or scheduler is not None:
         client, cluster = connect(scheduler, min(workers, len(todo)) or 1, retries,
                                   connect_timeout)
-    from sparseflow.experiment.run import store_path
+    from sparseflow.store.paths import store_path
 
     try:
         root.mkdir(parents=True, exist_ok=True)

@@ -19,13 +19,13 @@ A sweep file is YAML (read with ``yaml.safe_load``)::
       depths: [1, 2, 4]           # narrow dense partner with the same per-layer counts
 
 Every point is ``base`` overridden by one grid combination, one zip row and one seed; it is
-validated like ``sparseflow run --set ...`` and named by :func:`~sparseflow.experiment.config.
+validated like ``sparseflow run --set ...`` and named by :func:`~sparseflow.config.
 run_id`, so points that are the same run are kept once, a finished run is never trained again
 and an interrupted sweep started again completes only what is missing.
 
 Some methods need other runs first (``method=lottery``, ``method=static`` with
 ``sparse.mask=pruned``): :func:`source_configs` lists them, in the order they must be trained,
-with the same rules the run itself uses (``sparseflow.experiment.sparse``).
+with the same rules the run itself uses (``sparseflow.training.sparsifier``).
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sparseflow import typed
+from sparseflow.config import Config, config_from_dict, run_id
 from sparseflow.errors import ConfigError, UserError
-from sparseflow.experiment import typed
-from sparseflow.experiment.config import Config, config_from_dict, run_id
-from sparseflow.experiment.sparse import _base_source, _imp_round_sparsity
-from sparseflow.experiment.store import Store, effective_status
+from sparseflow.store.database import Store, effective_status
+from sparseflow.training.sparsifier import _base_source, _imp_round_sparsity
 
 SWEEP_KEYS = ("name", "base", "grid", "zip", "seeds", "scsdc")
 SCSDC_KEYS = ("sparse_width", "dense_widths", "depths")
@@ -280,7 +280,7 @@ def expand(sweep: Sweep) -> list[Config]:
 def direct_sources(cfg: Config) -> list[Config]:
     """The runs ``cfg`` reads directly (its mask or ticket source), as the run will name them.
 
-    Mirrors ``sparseflow.experiment.sparse``: ``static`` with ``sparse.mask=pruned`` and
+    Mirrors ``sparseflow.training.sparsifier``: ``static`` with ``sparse.mask=pruned`` and
     ``lottery`` with ``sparse.ticket=gradual`` need the gradual-pruning run of the same settings
     (seed ``sparse.source_seed``); an IMP ticket of round R needs the dense run (its rewind
     point) and round R-1's ticket.
@@ -378,7 +378,7 @@ def as_configs(sweep_or_configs: Sweep | str | Path | list[Config]) -> list[Conf
 def stored_runs(root: str | Path, rids: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Stored rows by run id (all, or only ``rids``); empty when there is no store yet (and
     none is created)."""
-    from sparseflow.experiment.run import store_path
+    from sparseflow.store.paths import store_path
 
     path = store_path(root)
     if not path.exists():
@@ -394,7 +394,7 @@ def sweep_status(sweep: Sweep | list[Config], root: str | Path) -> dict[str, lis
     interrupted, failed, diverged, pending (not in the store yet).
 
     ``running`` rows whose client process is gone count as ``interrupted``
-    (:func:`~sparseflow.experiment.store.effective_status`).
+    (:func:`~sparseflow.store.database.effective_status`).
     """
     runs = plan(as_configs(sweep))
     stored = stored_runs(root, [r.run_id for r in runs])

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sparseflow.experiment.loop import Trainer
+    from sparseflow.training.loop import Trainer
 
 HOOKS = ("on_train_start", "after_backward", "after_step", "on_eval", "on_train_end")
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparseflow.config import Config
 from sparseflow.errors import ConfigError
-from sparseflow.experiment.config import Config
 from sparseflow.models.sizing import scsdc_layer_counts
 from sparseflow.sparsity import MaskSet, select_weights
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from sparseflow.experiment.callbacks import Callback
-from sparseflow.experiment.sparse import SparsifierCallback
 from sparseflow.flow.norms import gradient_flow
+from sparseflow.training.callbacks import Callback
+from sparseflow.training.sparsifier import SparsifierCallback
 
 SUMMARY_MEASURES = ("grad_l1", "grad_l2", "egf_l1", "egf_l2")
 UPDATE_MEASURES = ("grad_l1", "grad_l2", "egf_l1", "egf_l2", "loss")

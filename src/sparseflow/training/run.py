@@ -16,20 +16,21 @@ from typing import Any
 
 import torch
 
+from sparseflow.config import Config, config_to_yaml, run_id
 from sparseflow.data import Dataset, load_dataset
 from sparseflow.errors import ConfigError, UserError
-from sparseflow.experiment.callbacks import Callback, TensorBoardCallback
-from sparseflow.experiment.config import Config, config_to_yaml, run_id
-from sparseflow.experiment.distributed import dist_info, ensure_process_group, wrap
-from sparseflow.experiment.flow_callback import FlowCallback
-from sparseflow.experiment.loop import Diverged, Trainer
-from sparseflow.experiment.optim import build_optimizer
-from sparseflow.experiment.recorder import Recorder, StoreRecorder
-from sparseflow.experiment.sparse import SparsifierCallback, build_sparsifier, small_dense_widths
-from sparseflow.experiment.store import Store
-from sparseflow.experiment.typed import to_dict
 from sparseflow.models import build_model
 from sparseflow.models.registry import with_widths
+from sparseflow.store.database import Store
+from sparseflow.store.paths import default_root, run_dir, store_path
+from sparseflow.store.recorder import Recorder, StoreRecorder
+from sparseflow.training.callbacks import Callback, TensorBoardCallback
+from sparseflow.training.distributed import dist_info, ensure_process_group, wrap
+from sparseflow.training.flow_callback import FlowCallback
+from sparseflow.training.loop import Diverged, Trainer
+from sparseflow.training.optim import build_optimizer
+from sparseflow.training.sparsifier import SparsifierCallback, build_sparsifier, small_dense_widths
+from sparseflow.typed import to_dict
 
 
 @contextmanager
@@ -61,21 +62,6 @@ def run_lock(rdir: Path, echo: Callable[[str], None] | None = None) -> Iterator[
 
 def _silent(msg: str) -> None:
     """Output of ranks other than 0 is dropped."""
-
-
-def default_root() -> Path:
-    """``$SPARSEFLOW_HOME`` or ``./sparseflow-runs``."""
-    return Path(os.environ.get("SPARSEFLOW_HOME", "sparseflow-runs"))
-
-
-def store_path(root: str | Path) -> Path:
-    """Path of the SQLite run store under ``root``."""
-    return Path(root) / "sparseflow.db"
-
-
-def run_dir(root: str | Path, rid: str) -> Path:
-    """Directory of one run (config copy and checkpoints)."""
-    return Path(root) / "runs" / rid
 
 
 def resolve_device(name: str) -> torch.device:
@@ -188,7 +174,7 @@ def execute(
     """Run (or resume, or skip if finished) the training run ``cfg``; returns its summary.
 
     ``recorder`` receives the run's life (default: the store under ``root``; a sweep worker
-    passes a :class:`~sparseflow.experiment.recorder.MemoryRecorder`). The store is read to
+    passes a :class:`~sparseflow.store.recorder.MemoryRecorder`). The store is read to
     skip finished runs either way.
     """
     root = Path(root) if root is not None else default_root()

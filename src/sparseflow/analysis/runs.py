@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sparseflow.analysis.endpoints import dataset_for, resolve_endpoint
 from sparseflow.errors import UserError
-from sparseflow.experiment.endpoints import dataset_for, resolve_endpoint
-from sparseflow.experiment.run import store_path
-from sparseflow.experiment.store import Store
+from sparseflow.store.database import Store
+from sparseflow.store.paths import store_path
 
 
 def _user(e: ValueError, what: str) -> UserError:
@@ -92,7 +92,9 @@ def signal_study(root: str | Path, model: str, sparsities: str, inits: str, *,
                  seed: int = 0, input_shape: tuple[int, ...] = (1, 28, 28),
                  out: str | Path | None = None) -> dict[str, Any]:
     """The signal-propagation experiment: table (CSV), figure (PNG, SVG) and JSON rows."""
-    from sparseflow.flow.signal import format_table, parse_range, plot_signal, signal_propagation
+    from sparseflow.analysis.tables import signal_table
+    from sparseflow.flow.signal import parse_range, signal_propagation
+    from sparseflow.plots import plot_signal
 
     try:
         grid = parse_range(sparsities)
@@ -109,7 +111,7 @@ def signal_study(root: str | Path, model: str, sparsities: str, inits: str, *,
         w.writerows(rows)
     _write_atomic(outdir / "signal.json", json.dumps(rows, indent=1))
     figures = _figures(outdir, "signal", lambda p: plot_signal(rows, p))
-    return {"model": model, "rows": rows, "table": format_table(rows), "dir": str(outdir),
+    return {"model": model, "rows": rows, "table": signal_table(rows), "dir": str(outdir),
             "figures": figures}
 
 
@@ -164,7 +166,7 @@ def interpolate_runs(root: str | Path, spec_a: str, spec_b: str, *,
     ``ROOT/analyses/interpolate-A-B`` and recorded as an artifact of both runs.
     """
     from sparseflow.landscape.paths import combine_masks, linear_path, parse_alphas
-    from sparseflow.report.plots import plot_path
+    from sparseflow.plots import plot_path
 
     with Store(store_path(root)) as store:
         try:
@@ -209,7 +211,7 @@ def curve_runs(root: str | Path, spec_a: str, spec_b: str, *, kind: str = "bezie
     """Fit a Bezier or polygonal-chain curve between two runs and compare it with the line."""
     from sparseflow.landscape.curves import fit_curve
     from sparseflow.landscape.paths import combine_masks, linear_path
-    from sparseflow.report.plots import plot_lines
+    from sparseflow.plots import plot_lines
 
     with Store(store_path(root)) as store:
         (a, b), data = _load_endpoints(store, [spec_a, spec_b])
@@ -250,7 +252,9 @@ def curve_runs(root: str | Path, spec_a: str, spec_b: str, *, kind: str = "bezie
 def compare_runs(root: str | Path, specs: list[str], *, out: str | Path | None = None
                  ) -> dict[str, Any]:
     """Distances, disagreement, KL, ensembles, mask overlap and MDS of several solutions."""
-    from sparseflow.landscape.compare import compare_models, comparison_table, plot_mds
+    from sparseflow.analysis.tables import comparison_table
+    from sparseflow.landscape.compare import compare_models
+    from sparseflow.plots import plot_mds
 
     if len(specs) < 2:
         raise UserError("analyze compare: give at least two runs")
@@ -289,7 +293,7 @@ def compare_runs(root: str | Path, specs: list[str], *, out: str | Path | None =
 
 # -- studies over sweeps -----------------------------------------------------------------------
 def _runs_of(root: str | Path, configs: list[Any]) -> list[dict[str, Any]]:
-    from sparseflow.experiment.config import run_id
+    from sparseflow.config import run_id
 
     out = []
     with Store(store_path(root)) as store:
@@ -300,7 +304,7 @@ def _runs_of(root: str | Path, configs: list[Any]) -> list[dict[str, Any]]:
 
 
 def _sweep(sweep_or_file: Any) -> Any:
-    from sparseflow.experiment.sweep import Sweep, load_sweep
+    from sparseflow.sweep.spec import Sweep, load_sweep
 
     return sweep_or_file if isinstance(sweep_or_file, Sweep) else load_sweep(sweep_or_file)
 
@@ -309,7 +313,7 @@ def scsdc_results(root: str | Path, sweep_file: Any, *, out: str | Path | None =
                   ) -> dict[str, Any]:
     """Per SC-SDC cell, one-sided p-values of H1: acc(sparse) > acc(dense) over seeds."""
     from sparseflow.analysis.tables import scsdc_table
-    from sparseflow.experiment.sweep import scsdc_cells
+    from sparseflow.sweep.spec import scsdc_cells
 
     sweep = _sweep(sweep_file)
     cells = scsdc_cells(sweep)
@@ -354,7 +358,7 @@ def correlate(root: str | Path, sweep_file: Any, *, out: str | Path | None = Non
     """Kendall/Spearman of each gradient-flow measure (mean over 11 points) with test accuracy
     and loss, separately for the sweep's sparse and dense runs."""
     from sparseflow.analysis.tables import correlation_table, format_correlations
-    from sparseflow.experiment.sweep import expand
+    from sparseflow.sweep.spec import expand
 
     sweep = _sweep(sweep_file)
     runs = _runs_of(root, expand(sweep))

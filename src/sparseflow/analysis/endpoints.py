@@ -16,10 +16,10 @@ import torch
 import yaml
 from torch import nn
 
+from sparseflow.config import Config, config_from_dict
 from sparseflow.errors import UserError
-from sparseflow.experiment.checkpoint import list_checkpoints, load_checkpoint
-from sparseflow.experiment.config import Config, config_from_dict
-from sparseflow.experiment.store import Store
+from sparseflow.store.checkpoint import list_checkpoints, load_checkpoint
+from sparseflow.store.database import Store
 
 
 @dataclass
@@ -42,8 +42,8 @@ class Endpoint:
 
 
 def _rebuild(cfg: Config, state: dict[str, Any], data: Any) -> nn.Module:
-    from sparseflow.experiment.run import make_model
-    from sparseflow.experiment.sparse import small_dense_widths
+    from sparseflow.training.run import make_model
+    from sparseflow.training.sparsifier import small_dense_widths
 
     widths = small_dense_widths(cfg, data) if cfg.method == "small_dense" else None
     model = make_model(cfg, data, widths)
@@ -98,7 +98,7 @@ def resolve_endpoint(spec: str, store: Store, data_cache: dict[str, Any] | None 
 
 def dataset_for(cfg: Config, data_cache: dict[str, Any]) -> Any:
     """The dataset of a run's config, loaded once per (dataset, held-out, size) in the cache."""
-    from sparseflow.experiment.run import heldout_sizes, load_data
+    from sparseflow.training.run import heldout_sizes, load_data
 
     key = f"{cfg.dataset}:{heldout_sizes(cfg)}:{cfg.data.n_train}"
     if key not in data_cache:

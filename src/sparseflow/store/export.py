@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from sparseflow.errors import UserError
-from sparseflow.experiment.store import Store, effective_status
-from sparseflow.experiment.typed import flatten
+from sparseflow.store.database import Store, effective_status
+from sparseflow.typed import flatten
 
 
 def table_rows(store: Store, table: str) -> list[dict[str, Any]]:

@@ -18,11 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparseflow.config import Config, Duration, SparseConfig
 from sparseflow.data import Dataset
 from sparseflow.errors import ConfigError, UserError
-from sparseflow.experiment.callbacks import Callback
-from sparseflow.experiment.checkpoint import list_checkpoints, load_checkpoint
-from sparseflow.experiment.config import Config, Duration, SparseConfig
 from sparseflow.methods import (
     PAI_METHODS,
     SET,
@@ -36,6 +34,8 @@ from sparseflow.methods import (
     pruned_at_init,
 )
 from sparseflow.sparsity import layer_counts, select_weights
+from sparseflow.store.checkpoint import list_checkpoints, load_checkpoint
+from sparseflow.training.callbacks import Callback
 
 TOPOLOGY = "topology/"
 
@@ -162,8 +162,8 @@ def resolve_masks(cfg: Config, params: dict[str, torch.Tensor], execute: Executo
     else:
         path = Path(how)
         if not path.is_file():
-            from sparseflow.experiment.run import store_path
-            from sparseflow.experiment.store import Store
+            from sparseflow.store.database import Store
+            from sparseflow.store.paths import store_path
 
             with Store(store_path(root)) as st:
                 ids = st.find_runs(how)
@@ -269,7 +269,7 @@ def _build_sparsifier(cfg: Config, model: nn.Module, optimizer: torch.optim.Opti
     common = _common(cfg)
     info: dict[str, Any] = {}
     if m == "static" and cfg.distribution == "scsdc":
-        from sparseflow.experiment.scsdc import scsdc_masks
+        from sparseflow.training.scsdc import scsdc_masks
 
         g = torch.Generator().manual_seed(cfg.seed)
         masks = scsdc_masks(cfg, model, data.input_shape, data.num_classes, g)

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
+from sparseflow import typed
 from sparseflow.errors import ConfigError
-from sparseflow.experiment import typed
-from sparseflow.experiment.typed import field
+from sparseflow.typed import field
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine", "step", "linear")

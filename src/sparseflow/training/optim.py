@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from sparseflow.experiment.config import OptimConfig
+from sparseflow.config import OptimConfig
 
 
 def _is_decayed(module: nn.Module, name: str, decay_all: bool) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sparseflow.experiment.store import Store
+from sparseflow.store.database import Store
 
 Rows = list[tuple[int, str, float]]
 
