@@ -40,7 +40,8 @@ import time
 from pathlib import Path
 
 from sparseflow.config import load_config
-from sparseflow.sweep.client import connect, run_sweep
+from sparseflow.sweep.client import run_sweep
+from sparseflow.sweep.cluster import connect
 
 
 def configs(runs: int, steps: int) -> list:

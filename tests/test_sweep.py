@@ -14,15 +14,10 @@ from sparseflow.config import load_config, run_id
 from sparseflow.errors import ConfigError, UserError
 from sparseflow.store.database import Store
 from sparseflow.sweep.client import results_table, run_sweep
-from sparseflow.sweep.spec import (
-    expand,
-    load_sweep,
-    plan,
-    points,
-    source_configs,
-    status_table,
-    sweep_status,
-)
+from sparseflow.sweep.plan import plan
+from sparseflow.sweep.spec import expand, load_sweep, points
+from sparseflow.sweep.status import status_table, sweep_status
+from sparseflow.training.lineage import source_configs
 
 TINY = """
 base:

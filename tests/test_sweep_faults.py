@@ -18,8 +18,10 @@ import pytest
 
 from sparseflow.store.checkpoint import list_checkpoints
 from sparseflow.store.database import Store
-from sparseflow.sweep.client import journal_path, journal_workers, run_sweep
-from sparseflow.sweep.spec import expand, load_sweep, sweep_status
+from sparseflow.sweep.client import run_sweep
+from sparseflow.sweep.spec import expand, load_sweep
+from sparseflow.sweep.status import sweep_status
+from sparseflow.sweep.worker import journal_path, journal_workers
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,9 @@ The run id is :func:`run_id` = a content hash of the non-default, run-naming fie
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import yaml
 
 from sparseflow import typed
 from sparseflow.errors import ConfigError
+from sparseflow.methods.registry import method_names, option_classes
 from sparseflow.typed import field
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
@@ -140,93 +143,25 @@ class TrainConfig:
     )
 
 
-@dataclass
-class SparseConfig:
-    layers: list[str] = field(
-        default_factory=list, help="Weights to sparsify (names or fnmatch patterns); empty: "
-        "every Linear/Conv weight."
-    )
-    dense_first: bool = field(False, help="Keep the first sparsifiable layer dense.")
-    dense_last: bool = field(False, help="Keep the last sparsifiable layer dense.")
-    init_mode: str = field(
-        "fan_in", choices=("fan_in", "fan_out", "fan_avg"), help="init=sparse: fan used."
-    )
-    init_distribution: str = field(
-        "normal", choices=("normal", "uniform"), help="init=sparse: distribution."
-    )
-    init_gain2: float = field(
-        2.0, low=0.0, low_open=True, help="init=sparse: variance gain^2 / fan (2 = He/ReLU)."
-    )
-    masking: str = field(
-        "auto", choices=("auto", "grads", "weights", "both"), hash=False,
-        help="How masked weights stay zero: zero their gradients before the step, zero the "
-        "weights after it, or both; auto = gradients only where that is exact (torch's SGD, "
-        "Adam, AdamW, RMSprop, Adagrad...). The trained numbers are the same.",
-    )
-    mask: str = field(
-        "random", help="static/scratch mask: 'random' (the distribution), 'pruned' (the final "
-        "mask of the gradual-pruning run of the same settings, seed sparse.source_seed), a "
-        "run id, or a checkpoint file."
-    )
-    shuffle_mask: bool = field(False, help="Shuffle a loaded mask within each layer.")
-    source_seed: int = field(
-        1000, low=0, help="Seed of the pruning run that provides masks/weights (mask=pruned, "
-        "lottery). Kept apart from the usual run seeds so that a scratch run never starts from "
-        "the pruning run's own init (which would make it the lottery ticket)."
-    )
-    update_every: int = field(100, low=1, help="SET/RigL: steps between mask updates.")
-    drop_fraction: float = field(0.3, low=0.0, high=1.0, help="SET/RigL: initial drop fraction.")
-    drop_schedule: str = field(
-        "cosine", choices=("cosine", "constant", "lr"), help="SET/RigL: drop-fraction schedule."
-    )
-    t_end: float = field(
-        0.75, low=0.0, high=1.0, low_open=True, help="SET/RigL: last update, as a fraction "
-        "of training."
-    )
-    grow_batch: str = field(
-        "train", choices=("train", "heldout"), help="RigL: dense gradient of the current "
-        "training batch, or of a second fixed held-out batch (data.heldout examples)."
-    )
-    exclude_dropped: bool = field(
-        False, help="SET/RigL: just-dropped weights may not be regrown in the same update."
-    )
-    prune_begin: float = field(
-        0.25, low=0.0, high=1.0, help="gradual: first pruning step, fraction of training."
-    )
-    prune_end: float = field(
-        0.6, low=0.0, high=1.0, help="gradual: last pruning step, fraction of training."
-    )
-    prune_every: int = field(100, low=1, help="gradual: steps between pruning steps.")
-    prune_scope: str = field(
-        "layer", choices=("layer", "global"), help="gradual/oneshot/lottery(imp): magnitude "
-        "per layer or one global threshold."
-    )
-    prune_distribution: str = field(
-        "uniform", choices=("uniform", "er", "erk"), help="gradual/oneshot: per-layer targets "
-        "(scope=layer)."
-    )
-    initial_sparsity: float = field(
-        0.0, low=0.0, high=1.0, high_open=True, help="gradual: sparsity at prune_begin."
-    )
-    oneshot_at: float = field(
-        0.5, low=0.0, high=1.0, help="oneshot: pruning step, as a fraction of training."
-    )
-    ticket: str = field(
-        "gradual", choices=("gradual", "imp"), help="lottery: mask from the end of a gradual "
-        "pruning run (Evci et al. 2022) or iterative magnitude pruning over sparse.rounds."
-    )
-    rounds: int = field(1, low=1, help="lottery with ticket=imp: rounds of train-prune-rewind.")
-    rewind: str = field(
-        "0it", help="lottery: rewind the weights to this step of the source run ('0it' = init)."
-    )
-    pai_scope: str = field(
-        "global", choices=("global", "layer"), help="snip/grasp/synflow: one global threshold "
-        "or the distribution's count per layer."
-    )
-    synflow_iterations: int = field(100, low=1, help="synflow: pruning iterations.")
-    dense_width: int | None = field(
-        None, low=1, help="distribution=scsdc: width W_d of the dense partner MLP."
-    )
+def _sparse_section() -> type:
+    """The ``sparse`` section: the fields of every registered method's option classes
+    (:mod:`sparseflow.methods.options`), each once, in registration order."""
+    fields: dict[str, tuple[str, Any, Any]] = {}
+    for cls in option_classes():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name not in fields:
+                copy = dataclasses.field(default=f.default, default_factory=f.default_factory,
+                                         metadata=f.metadata)
+                fields[f.name] = (f.name, hints[f.name], copy)
+    section = dataclasses.make_dataclass("SparseConfig", list(fields.values()))
+    section.__module__ = __name__  # found by name, e.g. when a config is pickled
+    section.__doc__ = ("Options of the sparse methods: the union of the registered methods' "
+                       "option classes (sparseflow.methods.options).")
+    return section
+
+
+SparseConfig = _sparse_section()
 
 
 @dataclass
@@ -309,8 +244,6 @@ class Config:
             raise ConfigError(
                 f"model: unknown model {self.model!r}; valid: {', '.join(model_names())}"
             )
-        from sparseflow.methods import method_names
-
         if self.method not in method_names():
             raise ConfigError(
                 f"method: unknown method {self.method!r}; valid: {', '.join(method_names())}"
@@ -347,8 +280,10 @@ def load_config(
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping of config keys at the top level")
-        data = typed.unflatten(typed.flatten(loaded))
+        data = typed.unflatten({typed.canonical(Config, k): v
+                                for k, v in typed.flatten(loaded).items()})
     pairs = dict(typed.parse_override(o) for o in overrides)
+    pairs = {typed.canonical(Config, k): v for k, v in pairs.items()}
     valid = typed.leaf_names(Config)
     for key in pairs:
         if key not in valid:

@@ -2,9 +2,11 @@
 
 A config is a tree of dataclasses. Each leaf field may carry metadata made with :func:`field`:
 ``help`` (shown by ``--help``), ``choices``, ``low``/``high`` (inclusive range, or exclusive with
-``low_open``/``high_open``), and ``hash`` (whether the field names the run; paths and devices do
-not). Values come from YAML (``yaml.safe_load``) and ``--set a.b=value`` overrides; every error
-names the dotted field and what was expected, and an unknown key suggests the nearest valid one.
+``low_open``/``high_open``), ``hash`` (whether the field names the run; paths and devices do
+not) and ``former_name`` (the name a renamed field had: still accepted on input, and used in the
+run hash, so runs stored under the old name keep their ids). Values come from YAML
+(``yaml.safe_load``) and ``--set a.b=value`` overrides; every error names the dotted field and
+what was expected, and an unknown key suggests the nearest valid one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def field(
     low_open: bool = False,
     high_open: bool = False,
     hash: bool = True,
+    former_name: str | None = None,
     default_factory: Any = _MISSING,
 ) -> Any:
     """A dataclass field with validation metadata (see module docstring)."""
@@ -47,6 +50,7 @@ def field(
         "low_open": low_open,
         "high_open": high_open,
         "hash": hash,
+        "former_name": former_name,
     }
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
@@ -76,6 +80,21 @@ def iter_fields(cls: type, prefix: str = "") -> Iterator[tuple[str, dataclasses.
 def leaf_names(cls: type) -> list[str]:
     """All dotted leaf names of a config class."""
     return [n for n, _, _ in iter_fields(cls)]
+
+
+def _former(name: str, f: dataclasses.Field) -> str | None:
+    old = f.metadata.get("former_name")
+    return f"{name.rsplit('.', 1)[0]}.{old}" if old and "." in name else old
+
+
+def former_names(cls: type) -> dict[str, str]:
+    """``{former dotted name: current dotted name}`` of the renamed leaf fields."""
+    return {old: name for name, f, _ in iter_fields(cls) if (old := _former(name, f))}
+
+
+def canonical(cls: type, key: str) -> str:
+    """``key`` with a former field name replaced by the field's current name."""
+    return former_names(cls).get(key, key)
 
 
 def _type_name(tp: Any) -> str:
@@ -199,7 +218,13 @@ def from_dict(cls: type, data: Mapping[str, Any] | None, prefix: str = "") -> An
     names = {f.name: f for f in dataclasses.fields(cls)}
     valid = leaf_names(cls)
     kwargs: dict[str, Any] = {}
+    renamed = {f.metadata["former_name"]: f.name for f in names.values()
+               if f.metadata.get("former_name")}
     for key, value in data.items():
+        if isinstance(key, str) and key in renamed:
+            if renamed[key] in data:
+                raise ConfigError(f"{prefix}{key}: renamed to {prefix}{renamed[key]}; give one")
+            key = renamed[key]
         if not isinstance(key, str) or key not in names:
             raise _unknown_key(f"{prefix}{key}", [f"{prefix}{v}" for v in valid])
         f = names[key]
@@ -303,8 +328,12 @@ def non_default(cfg: Any, *, hashed_only: bool = True) -> dict[str, Any]:
 
 
 def content_hash(cfg: Any, length: int = 12) -> str:
-    """Hex digest of the non-default, run-naming fields: the same config is the same run."""
-    payload = json.dumps(non_default(cfg), sort_keys=True, separators=(",", ":"))
+    """Hex digest of the non-default, run-naming fields: the same config is the same run.
+
+    A renamed field is hashed under its former name, so a rename never changes a run id."""
+    old = {new: former for former, new in former_names(type(cfg)).items()}
+    named = {old.get(k, k): v for k, v in non_default(cfg).items()}
+    payload = json.dumps(named, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:length]
 
 

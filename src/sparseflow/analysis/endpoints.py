@@ -42,10 +42,11 @@ class Endpoint:
 
 
 def _rebuild(cfg: Config, state: dict[str, Any], data: Any) -> nn.Module:
+    from sparseflow.methods.registry import method_spec
     from sparseflow.training.run import make_model
     from sparseflow.training.sparsifier import small_dense_widths
 
-    widths = small_dense_widths(cfg, data) if cfg.method == "small_dense" else None
+    widths = small_dense_widths(cfg, data) if method_spec(cfg.method).narrows_model else None
     model = make_model(cfg, data, widths)
     try:
         model.load_state_dict(state["model"])
@@ -98,7 +99,8 @@ def resolve_endpoint(spec: str, store: Store, data_cache: dict[str, Any] | None 
 
 def dataset_for(cfg: Config, data_cache: dict[str, Any]) -> Any:
     """The dataset of a run's config, loaded once per (dataset, held-out, size) in the cache."""
-    from sparseflow.training.run import heldout_sizes, load_data
+    from sparseflow.training.run import load_data
+    from sparseflow.training.sparsifier import heldout_sizes
 
     key = f"{cfg.dataset}:{heldout_sizes(cfg)}:{cfg.data.n_train}"
     if key not in data_cache:

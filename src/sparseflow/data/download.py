@@ -53,15 +53,6 @@ class DownloadError(Exception):
     """A download failed; the loader turns it into a :class:`DataError` with context."""
 
 
-def file_digest(path: str | os.PathLike, algorithm: str = "md5") -> str:
-    """Hex digest of a file's bytes, read in chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _algorithm(checksum: str) -> str:
     return {32: "md5", 64: "sha256"}.get(len(checksum), "")
 

@@ -44,7 +44,7 @@ class Claim:
 # -- settings per paper and scale ------------------------------------------------------------
 def _evci2022_base(scale: str) -> list[str]:
     common = ["sparsity=0.95", "distribution=uniform", "arch.init=glorot", "optim.l2=5e-4",
-              "sparse.update_every=100", "sparse.drop_schedule=lr", "sparse.t_end=1.0",
+              "sparse.update_every=100", "sparse.drop_schedule=lr", "sparse.update_end=1.0",
               "flow.around_updates=1"]
     if scale == "smoke":
         return common + ["model=lenet300", "train.duration=1ep", "flow.every=25",

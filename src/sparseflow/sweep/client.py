@@ -35,8 +35,6 @@ shared file system on a multi-machine cluster).
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import os
 import queue
 import socket
@@ -46,187 +44,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sparseflow.config import Config, config_from_dict, run_id
+from sparseflow.config import Config
 from sparseflow.errors import UserError
 from sparseflow.store.database import Store, effective_status
+from sparseflow.store.paths import store_path
 from sparseflow.store.recorder import MemoryRecorder
-from sparseflow.sweep.spec import PlannedRun, Sweep, as_configs, plan, stored_runs
+from sparseflow.sweep.cluster import connect, n_workers
+from sparseflow.sweep.plan import PlannedRun, as_configs, plan
+from sparseflow.sweep.spec import Sweep
+from sparseflow.sweep.status import stored_runs
+from sparseflow.sweep.worker import TOPIC, journal_path, read_journal, train_in_worker, train_run
 from sparseflow.typed import to_dict
 
-JOURNAL = "sweep-events.jsonl"
-TOPIC = "sparseflow-sweep"
 TERMINAL = ("finished", "diverged")
-
-Event = tuple[str, str, Any, Any]
-
-#: Dask settings of the LocalCluster. One task per worker at a time (runs are long and
-#: uneven: no second run waits behind a busy worker). Worker profiling off (a thread sampling
-#: the training thread's stack every 10 ms). And glibc's own malloc trimming instead of
-#: Dask's ``MALLOC_TRIM_THRESHOLD_=65536``: with it glibc hands memory back to the OS after
-#: nearly every training step (torch frees the step's activations), which measured ~25%
-#: slower training of LeNet-300-100 in a worker than in a plain process.
-LOCAL_CLUSTER_CONFIG: dict[str, Any] = {
-    "distributed.scheduler.worker-saturation": 1.0,
-    "distributed.worker.profile.enabled": False,
-    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-}
-
-
-# -- the worker side -----------------------------------------------------------------------
-def journal_path(root: str | Path, rid: str) -> Path:
-    """The journal of the events a worker recorded for run ``rid``."""
-    from sparseflow.store.paths import run_dir
-
-    return run_dir(root, rid) / JOURNAL
-
-
-def read_journal(path: str | Path) -> list[Event]:
-    """Events in a journal file, in order; a line cut short by a crash is ignored."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    events: list[Event] = []
-    for line in p.read_text().splitlines():
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(item, list) and len(item) == 4:
-            events.append((item[0], item[1], item[2], item[3]))
-    return events
-
-
-def journal_workers(path: str | Path) -> list[dict[str, Any]]:
-    """The ``{"pid", "host", "time"}`` records of the worker processes that trained the run."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    out = []
-    for line in p.read_text().splitlines():
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(item, dict) and "pid" in item:
-            out.append(item)
-    return out
-
-
-class JournalRecorder(MemoryRecorder):
-    """A :class:`MemoryRecorder` that also appends every event to the run's journal file.
-
-    The loop hands metric rows to the recorder just before it writes each checkpoint, so the
-    journal holds every row up to the latest checkpoint: a run resumed from that checkpoint by
-    another process (after a crash) loses none of its rows.
-    """
-
-    def __init__(self, root: str | Path) -> None:
-        super().__init__()
-        self.root = Path(root)
-        self._files: dict[str, Any] = {}
-
-    def _file(self, rid: str) -> Any:
-        fh = self._files.get(rid)
-        if fh is None:
-            path = journal_path(self.root, rid)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fh = self._files[rid] = open(path, "a")  # noqa: SIM115 (closed in close())
-        return fh
-
-    def _write(self, rid: str, item: Any) -> None:
-        fh = self._file(rid)
-        fh.write(json.dumps(item) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-    def note_worker(self, rid: str) -> None:
-        """Record which process trains ``rid`` (for operators and tests)."""
-        self._write(rid, {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()})
-
-    def start(self, rid: str, config: dict[str, Any]) -> None:
-        super().start(rid, config)
-        self._write(rid, list(self.events[-1]))
-
-    def log(self, rid: str, rows: list[tuple[int, str, float]]) -> None:
-        super().log(rid, rows)
-        self._write(rid, list(self.events[-1]))
-
-    def status(self, rid: str, status: str) -> None:
-        super().status(rid, status)
-        self._write(rid, list(self.events[-1]))
-
-    def finish(self, rid: str, status: str, summary: dict[str, Any]) -> None:
-        super().finish(rid, status, summary)
-        self._write(rid, list(self.events[-1]))
-
-    def artifact(self, rid: str, name: str, path: str | Path, kind: str) -> None:
-        super().artifact(rid, name, path, kind)
-        self._write(rid, list(self.events[-1]))
-
-    def close(self) -> None:
-        """Close the journal files."""
-        for fh in self._files.values():
-            fh.close()
-        self._files.clear()
-
-
-def _quiet(msg: str) -> None:
-    """Workers print nothing: their lines would interleave; the client reports."""
-
-
-def _announce(rid: str) -> None:
-    """Tell the client (through a Dask event topic) that this worker starts training ``rid``."""
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        return
-    worker.log_event(TOPIC, {"run_id": rid, "pid": os.getpid(), "host": socket.gethostname()})
-
-
-def _train(config_dict: dict[str, Any], root: str | Path, *, announce: bool) -> dict[str, Any]:
-    """Train one run without writing the store; see :func:`train_in_worker`."""
-    from sparseflow.store.checkpoint import latest_checkpoint
-    from sparseflow.store.paths import run_dir
-    from sparseflow.training.run import execute
-
-    cfg = config_from_dict(config_dict)
-    rid = run_id(cfg)
-    jpath = journal_path(root, rid)
-    if latest_checkpoint(run_dir(root, rid) / "checkpoints") is None:
-        jpath.unlink(missing_ok=True)  # a fresh start: older rows will be recorded again
-    prior = [e for e in read_journal(jpath) if e[1] == rid]
-    rec = JournalRecorder(root)
-    rec.note_worker(rid)
-    if announce:
-        _announce(rid)
-    summary: dict[str, Any] | None = None
-    error: str | None = None
-    try:
-        summary = execute(cfg, root=root, progress=False, echo=_quiet, recorder=rec)
-    except UserError as e:  # bad input is not retried
-        error = str(e)
-    finally:
-        rec.close()
-    return {"run_id": rid, "summary": summary, "events": prior + rec.events, "error": error}
-
-
-def train_in_worker(config_dict: dict[str, Any], root: str, threads: int = 1) -> dict[str, Any]:
-    """Train (or resume) one run in a worker process; returns ``{"run_id", "summary",
-    "events", "error"}``.
-
-    Sets ``torch.set_num_threads(threads)``, runs
-    :func:`~sparseflow.training.run.execute` with a recorder that keeps the events in
-    memory (and in the run's journal) instead of writing the store, and returns them for the
-    client to replay. A :class:`~sparseflow.errors.UserError` comes back as ``error`` (it would
-    fail again: no retry); other exceptions propagate (Dask retries them).
-    """
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    return _train(config_dict, root, announce=True)
 
 
 # -- the client side -----------------------------------------------------------------------
@@ -234,59 +64,6 @@ def _head(r: PlannedRun) -> dict[str, Any]:
     c = r.config
     return {"run_id": r.run_id, "method": c.method, "dataset": c.dataset, "model": c.model,
             "seed": c.seed, "sparsity": 0.0 if c.method == "dense" else c.sparsity}
-
-
-def _check_reachable(address: str, timeout: float) -> None:
-    """A plain TCP connect to ``address`` first, so a wrong address fails fast and clearly."""
-    from distributed.comm import parse_address, parse_host_port
-
-    try:
-        scheme, loc = parse_address(address)
-    except ValueError as e:
-        raise UserError(f"--scheduler: {address!r} is not a Dask address ({e})") from None
-    if scheme not in ("tcp", "tls"):
-        return
-    try:
-        host, port = parse_host_port(loc)
-    except ValueError as e:
-        raise UserError(f"--scheduler: {address!r} is not a Dask address ({e})") from None
-    if not port:
-        raise UserError(f"--scheduler: {address!r} has no port (e.g. tcp://HOST:8786)")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
-    except OSError as e:
-        reason = e.strerror or type(e).__name__
-        if isinstance(e, TimeoutError | socket.timeout):
-            reason = f"no answer within {timeout:g} s"
-        raise UserError(f"cannot reach Dask scheduler at {address} ({reason})") from None
-
-
-def connect(scheduler: str | None, workers: int, retries: int, connect_timeout: float
-            ) -> tuple[Any, Any]:
-    """(client, cluster or None): a client of ``scheduler``, or of a new LocalCluster of
-    ``workers`` single-thread worker processes (OMP/MKL threads 1)."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    if scheduler is not None:
-        _check_reachable(scheduler, connect_timeout)
-        try:
-            client = Client(scheduler, timeout=connect_timeout, set_as_default=False)
-        except Exception as e:  # noqa: BLE001 (any failure to connect is the user's address)
-            msg = " ".join(str(e).split()) or type(e).__name__
-            raise UserError(f"cannot reach Dask scheduler at {scheduler} ({msg})") from None
-        return client, None
-    one = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    with dask.config.set(LOCAL_CLUSTER_CONFIG | {"distributed.scheduler.allowed-failures":
-                                                 retries}):
-        # no dashboard; the scheduler's small HTTP server on a free local port, not on 8787
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR, env=one,
-                               scheduler_kwargs={"dashboard": False,
-                                                 "dashboard_address": "127.0.0.1:0"})
-    client = Client(cluster, set_as_default=False)
-    return client, cluster
 
 
 class _Sweeper:
@@ -435,7 +212,7 @@ def _run_inprocess(sw: _Sweeper, root: Path) -> None:
             sw.store.start_run(r.run_id, to_dict(r.config))
             sw.running.add(r.run_id)
             try:
-                result = _train(to_dict(r.config), root, announce=False)
+                result = train_run(to_dict(r.config), root, announce=False)
             except KeyboardInterrupt:
                 sw.interrupted()
                 raise
@@ -490,14 +267,6 @@ def _run_dask(sw: _Sweeper, client: Any, root: Path, retries: int) -> None:
             fut.release()
         sw.block_rest()
         submit_ready()
-
-
-def _n_workers(client: Any) -> int:
-    """Workers connected to the client's scheduler (0 when it cannot tell)."""
-    try:
-        return len(client.scheduler_info().get("workers", {}))
-    except Exception:  # noqa: BLE001 (only used for a hint)
-        return 0
 
 
 @contextlib.contextmanager
@@ -589,8 +358,6 @@ def run_sweep(
     if workers > 0 or scheduler is not None:
         client, cluster = connect(scheduler, min(workers, len(todo)) or 1, retries,
                                   connect_timeout)
-    from sparseflow.store.paths import store_path
-
     try:
         root.mkdir(parents=True, exist_ok=True)
         with Store(store_path(root)) as store, _progress(len(todo), progress) as bar:
@@ -601,7 +368,7 @@ def run_sweep(
                      f"{min(workers, len(todo))} local worker processes" if workers else
                      "this process")
             sw.say(f"{len(todo)} of {len(runs)} runs to train on {where}")
-            if scheduler is not None and not _n_workers(client):
+            if scheduler is not None and not n_workers(client):
                 sw.say("the scheduler has no workers yet: runs start when workers join")
             sw.block_rest()
             try:

@@ -24,14 +24,12 @@ run_id`, so points that are the same run are kept once, a finished run is never 
 and an interrupted sweep started again completes only what is missing.
 
 Some methods need other runs first (``method=lottery``, ``method=static`` with
-``sparse.mask=pruned``): :func:`source_configs` lists them, in the order they must be trained,
-with the same rules the run itself uses (``sparseflow.training.sparsifier``).
+``sparse.mask=pruned``): :mod:`sparseflow.sweep.plan` orders them with the rules the run itself
+uses (:mod:`sparseflow.training.lineage`).
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import difflib
 import itertools
 from dataclasses import dataclass
@@ -41,8 +39,6 @@ from typing import Any
 from sparseflow import typed
 from sparseflow.config import Config, config_from_dict, run_id
 from sparseflow.errors import ConfigError, UserError
-from sparseflow.store.database import Store, effective_status
-from sparseflow.training.sparsifier import _base_source, _imp_round_sparsity
 
 SWEEP_KEYS = ("name", "base", "grid", "zip", "seeds", "scsdc")
 SCSDC_KEYS = ("sparse_width", "dense_widths", "depths")
@@ -274,162 +270,3 @@ def expand(sweep: Sweep) -> list[Config]:
     if not out:
         raise ConfigError(f"{sweep.path}: the sweep has no points (empty grid)")
     return list(out.values())
-
-
-# -- source runs ---------------------------------------------------------------------------
-def direct_sources(cfg: Config) -> list[Config]:
-    """The runs ``cfg`` reads directly (its mask or ticket source), as the run will name them.
-
-    Mirrors ``sparseflow.training.sparsifier``: ``static`` with ``sparse.mask=pruned`` and
-    ``lottery`` with ``sparse.ticket=gradual`` need the gradual-pruning run of the same settings
-    (seed ``sparse.source_seed``); an IMP ticket of round R needs the dense run (its rewind
-    point) and round R-1's ticket.
-    """
-    sp = cfg.sparse
-    if cfg.method == "static" and sp.mask == "pruned":
-        return [_base_source(cfg, "gradual")]
-    if cfg.method != "lottery":
-        return []
-    if sp.ticket == "gradual":
-        return [_base_source(cfg, "gradual")]
-    dense = _base_source(cfg, "dense")
-    r = sp.rounds
-    if r == 1:
-        return [dense]
-    prev = copy.deepcopy(cfg)
-    prev.seed = sp.source_seed
-    prev.sparsity = _imp_round_sparsity(cfg.sparsity, r, r - 1)
-    prev.sparse = dataclasses.replace(sp, rounds=r - 1)
-    return [dense, prev]
-
-
-def source_configs(cfg: Config) -> list[Config]:
-    """Every run ``cfg`` depends on, transitively (an IMP chain), each before its dependents.
-
-    Duplicates (the same run id) are kept once; ``cfg`` itself is not included.
-    """
-    order: dict[str, Config] = {}
-    own = run_id(cfg)
-
-    def visit(c: Config, stack: tuple[str, ...]) -> None:
-        for src in direct_sources(c):
-            rid = run_id(src)
-            if rid in stack:
-                raise UserError(f"run {rid} depends on itself through its sources")
-            if rid not in order:
-                visit(src, (*stack, rid))
-                order[rid] = src
-            else:
-                _merge_checkpoints(order[rid], src)
-
-    visit(cfg, (own,))
-    order.pop(own, None)
-    return list(order.values())
-
-
-def _merge_checkpoints(kept: Config, other: Config) -> None:
-    """Give ``kept`` the extra checkpoint steps ``other`` asks for (the same run, needed by
-    several dependents with different rewind points)."""
-    steps = sorted({*kept.train.checkpoint_steps, *other.train.checkpoint_steps})
-    kept.train.checkpoint_steps = steps
-
-
-@dataclass
-class PlannedRun:
-    """One run of a sweep: its config, the run ids it needs first, and whether it is a point
-    of the sweep (else only a source of one)."""
-
-    run_id: str
-    config: Config
-    needs: list[str]
-    point: bool
-
-
-def plan(configs: list[Config]) -> list[PlannedRun]:
-    """Every run the configs need (sources first), each once, in a valid training order."""
-    runs: dict[str, PlannedRun] = {}
-    for cfg in configs:
-        for c in [*source_configs(cfg), cfg]:
-            rid = run_id(c)
-            if rid in runs:
-                _merge_checkpoints(runs[rid].config, c)
-                runs[rid].point = runs[rid].point or c is cfg
-                continue
-            needs = list(dict.fromkeys(run_id(s) for s in direct_sources(c)))
-            runs[rid] = PlannedRun(rid, copy.deepcopy(c), needs, c is cfg)
-    return list(runs.values())
-
-
-def as_configs(sweep_or_configs: Sweep | str | Path | list[Config]) -> list[Config]:
-    """Configs of a sweep, a sweep file, or a list of configs (kept as given, deduplicated)."""
-    if isinstance(sweep_or_configs, str | Path):
-        sweep_or_configs = load_sweep(sweep_or_configs)
-    if isinstance(sweep_or_configs, Sweep):
-        return expand(sweep_or_configs)
-    out: dict[str, Config] = {}
-    for c in sweep_or_configs:
-        if not isinstance(c, Config):
-            raise TypeError(f"expected Config objects, got {type(c).__name__}")
-        out.setdefault(run_id(c), c)
-    return list(out.values())
-
-
-# -- status --------------------------------------------------------------------------------
-def stored_runs(root: str | Path, rids: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Stored rows by run id (all, or only ``rids``); empty when there is no store yet (and
-    none is created)."""
-    from sparseflow.store.paths import store_path
-
-    path = store_path(root)
-    if not path.exists():
-        return {}
-    with Store(path) as st:
-        if rids is None:
-            return {r["run_id"]: r for r in st.list_runs()}
-        return {rid: row for rid in rids if (row := st.get_run(rid)) is not None}
-
-
-def sweep_status(sweep: Sweep | list[Config], root: str | Path) -> dict[str, list[str]]:
-    """Run ids of the sweep (its points and their source runs) by state: done, running,
-    interrupted, failed, diverged, pending (not in the store yet).
-
-    ``running`` rows whose client process is gone count as ``interrupted``
-    (:func:`~sparseflow.store.database.effective_status`).
-    """
-    runs = plan(as_configs(sweep))
-    stored = stored_runs(root, [r.run_id for r in runs])
-    out: dict[str, list[str]] = {k: [] for k in STATUS_KEYS}
-    for r in runs:
-        row = stored.get(r.run_id)
-        state = "pending" if row is None else _STORE_TO_SWEEP.get(effective_status(row),
-                                                                  "pending")
-        out[state].append(r.run_id)
-    return out
-
-
-def status_table(sweep: Sweep | list[Config], root: str | Path) -> str:
-    """A count line and one row per run of the sweep: id, role, method, sparsity, seed, state,
-    test accuracy."""
-    runs = plan(as_configs(sweep))
-    stored = stored_runs(root, [r.run_id for r in runs])
-    status = sweep_status(sweep, root)
-    state_of = {rid: k for k, ids in status.items() for rid in ids}
-    name = sweep.name if isinstance(sweep, Sweep) else "sweep"
-    counts = ", ".join(f"{len(status[k])} {k}" for k in STATUS_KEYS if status[k])
-    lines = [f"{name}: {len(runs)} runs ({counts})"]
-    head = f"{'run id':12s}  {'role':6s}  {'method':13s}  {'sparsity':>8s}  {'seed':>4s}  " \
-           f"{'status':12s}  {'test acc':>8s}"
-    lines += [head, "-" * len(head)]
-    for r in runs:
-        row = stored.get(r.run_id) or {}
-        summ = row.get("summary") or {}
-        state = state_of[r.run_id]
-        if state == "diverged" and summ.get("diverged_step") is not None:
-            state = f"diverged@{summ['diverged_step']}"
-        acc = summ.get("test_accuracy")
-        c = r.config
-        sp = "-" if c.method == "dense" else f"{c.sparsity:.3f}"
-        lines.append(f"{r.run_id:12s}  {'point' if r.point else 'source':6s}  {c.method:13s}  "
-                     f"{sp:>8s}  {c.seed:>4d}  {state:12s}  "
-                     f"{'-' if acc is None else f'{acc:.4f}':>8s}")
-    return "\n".join(lines)

@@ -15,10 +15,24 @@ checkpoint under the callback's ``name`` (tensors and plain containers only).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from sparseflow.training.loop import Trainer
+import torch
+from torch import nn
+
+
+class Trainer(Protocol):
+    """What a callback sees of the training loop (:class:`sparseflow.training.loop.Trainer`);
+    a protocol, so that this module does not import the loop that imports it."""
+
+    step: int
+    total_steps: int
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    callbacks: list[Callback]
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Record metric values at ``step``."""
 
 HOOKS = ("on_train_start", "after_backward", "after_step", "on_eval", "on_train_end")
 

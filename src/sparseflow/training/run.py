@@ -19,6 +19,7 @@ import torch
 from sparseflow.config import Config, config_to_yaml, run_id
 from sparseflow.data import Dataset, load_dataset
 from sparseflow.errors import ConfigError, UserError
+from sparseflow.methods.registry import method_spec
 from sparseflow.models import build_model
 from sparseflow.models.registry import with_widths
 from sparseflow.store.database import Store
@@ -29,7 +30,12 @@ from sparseflow.training.distributed import dist_info, ensure_process_group, wra
 from sparseflow.training.flow_callback import FlowCallback
 from sparseflow.training.loop import Diverged, Trainer
 from sparseflow.training.optim import build_optimizer
-from sparseflow.training.sparsifier import SparsifierCallback, build_sparsifier, small_dense_widths
+from sparseflow.training.sparsifier import (
+    SparsifierCallback,
+    build_sparsifier,
+    heldout_sizes,
+    small_dense_widths,
+)
 from sparseflow.typed import to_dict
 
 
@@ -71,15 +77,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: 'cuda' requested but CUDA is not available")
     return torch.device(name)
-
-
-def heldout_sizes(cfg: Config) -> tuple[int, ...]:
-    """The held-out batches to carve: one for measurement, and a second one for RigL's
-    growth when ``sparse.grow_batch=heldout`` (Evci et al. 2022 use two separate batches)."""
-    if not cfg.data.heldout:
-        return ()
-    second = cfg.method in ("rigl", "rigl_inverted") and cfg.sparse.grow_batch == "heldout"
-    return (cfg.data.heldout,) * (2 if second else 1)
 
 
 def load_data(cfg: Config) -> Dataset:
@@ -199,7 +196,7 @@ def execute(
         data = load_data(cfg)
         info: dict[str, Any] = {}
         widths = None
-        if cfg.method == "small_dense":
+        if method_spec(cfg.method).narrows_model:
             try:
                 widths = small_dense_widths(cfg, data)
             except ValueError as e:
