@@ -1,4 +1,4 @@
-"""One-command checks of each paper's claims (science.md section 7) at three scales.
+"""One-command checks of each paper's claims (docs/science.md section 7) at three scales.
 
 ``reproduce(paper, scale, root)`` trains the preset's runs (a sweep: resumable, skipped when
 done), runs the analyses, and returns each claim with the measured values and a verdict: held,
@@ -33,7 +33,7 @@ HELD, FAILED, UNMEASURABLE = "held", "did not hold", "not measurable at this sca
 
 @dataclass
 class Claim:
-    """One claim of science.md section 7 with what was measured."""
+    """One claim of docs/science.md section 7 with what was measured."""
 
     number: int
     text: str

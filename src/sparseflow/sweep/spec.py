@@ -13,7 +13,7 @@ A sweep file is YAML (read with ``yaml.safe_load``)::
       optim.lr: [0.1, 0.05]
       optim.schedule: [cosine, constant]
     seeds: 3                      # optional; an int n (seeds 0..n-1) or a list of seeds
-    scsdc:                        # optional; Same Capacity Sparse vs Dense pairs (science.md 5)
+    scsdc:                        # optional; SC-SDC pairs (docs/science.md section 5)
       sparse_width: 256           # every point becomes, per depth and dense width, a wide
       dense_widths: [26, 77, 128] # sparse MLP (distribution=scsdc, init=matched) and its
       depths: [1, 2, 4]           # narrow dense partner with the same per-layer counts

@@ -1,4 +1,4 @@
-"""Gradient-flow measurement during training (science.md section 4).
+"""Gradient-flow measurement during training (docs/science.md section 4).
 
 On the fixed held-out batch (``data.heldout`` examples never trained on), without the
 regularisation term: at step 0, every ``flow.every`` steps, at ``flow.points`` evenly spaced

@@ -1,4 +1,4 @@
-"""Same Capacity Sparse vs Dense Comparison (Tessera et al. 2021; science.md section 5).
+"""Same Capacity Sparse vs Dense Comparison (Tessera et al. 2021; docs/science.md section 5).
 
 The sparse network of a pair is the wide MLP (``arch.width`` = W_s) trained statically with
 ``distribution=scsdc``: each layer keeps exactly as many weights as the narrow dense MLP of
