@@ -14,12 +14,11 @@ from sparseflow.analysis.tables import signal_table as format_table
 from sparseflow.flow.signal import (
     heterogeneous_masks,
     output_std,
-    parse_range,
     signal_propagation,
 )
 from sparseflow.models import build_model
 from sparseflow.plots import plot_signal
-from sparseflow.sparsity import select_weights, unit_fans
+from sparseflow.sparsity import kept_count, select_weights, unit_fans
 
 
 def _lenet5_params():
@@ -28,7 +27,9 @@ def _lenet5_params():
 
 
 def _keep(numel: int, s: float) -> int:
-    return math.floor((1 - s) * numel + 0.5)
+    """round((1 - s) * numel), halves up (``kept_count``; exact rational check in
+    test_sparsity_counts)."""
+    return kept_count(1 - s, numel)
 
 
 def _table(rows):
@@ -285,46 +286,7 @@ def test_signal_propagation_bad_arguments(kwargs, match):
         signal_propagation("mlp", **args)
 
 
-# --- parse_range, table, plot -------------------------------------------------------------
-
-
-def test_parse_range_good():
-    vals = parse_range("0:0.97:12")
-    assert len(vals) == 12 and vals[0] == 0.0 and vals[-1] == 0.97
-    steps = [b - a for a, b in zip(vals[:-1], vals[1:], strict=True)]
-    assert max(steps) - min(steps) < 1e-9
-    assert parse_range("0:0.5:6") == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
-    assert parse_range("0.5,0.9,0.95") == [0.5, 0.9, 0.95]
-    assert parse_range(" 0.5 , .9 ") == [0.5, 0.9]
-    assert parse_range("0.3") == [0.3]
-    assert parse_range("0.2:0.2:1") == [0.2]
-    assert parse_range("1e-1:2E-1:2") == [0.1, 0.2]
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "  ",
-        "a",
-        "0:1",
-        "0:1:2:3",
-        "0:1:0",
-        "0:1:x",
-        "0:1:2.5",
-        "0:1:-3",
-        "0.5,,0.9",
-        "0.5,",
-        "nan",
-        "inf",
-        "0:1:1",
-        "0..5",
-    ],
-)
-def test_parse_range_bad(text):
-    with pytest.raises(ValueError) as err:
-        parse_range(text)
-    assert "\n" not in str(err.value)
+# --- table, plot -------------------------------------------------------------------------
 
 
 def _rows():

@@ -9,18 +9,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparseflow.grids import parse_grid
 from sparseflow.landscape.paths import (
     combine_masks,
     evaluate_state,
     interpolate_states,
     is_monotone,
     linear_path,
-    parse_alphas,
     path_barrier,
     reset_bn_,
 )
 from sparseflow.models import build_model
 from sparseflow.sparsity import MaskSet
+
+
+def parse_alphas(text: str) -> list[float]:
+    return parse_grid(text, "alphas", increasing=True)
+
 
 ALPHAS = parse_alphas("-0.2:1.2:29")
 
@@ -261,25 +266,3 @@ def test_linear_path_with_batchnorm():
     assert off.loss != res.loss
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
-
-
-# --- parse_alphas ------------------------------------------------------------------------
-
-
-def test_parse_alphas_good():
-    assert len(ALPHAS) == 29
-    assert ALPHAS[0] == -0.2 and ALPHAS[-1] == 1.2
-    assert 0.0 in ALPHAS and 1.0 in ALPHAS and 0.5 in ALPHAS
-    assert all(b > a for a, b in zip(ALPHAS, ALPHAS[1:], strict=False))
-    assert parse_alphas("0:1:5") == [0.0, 0.25, 0.5, 0.75, 1.0]
-    assert parse_alphas("0, 0.5,1") == [0.0, 0.5, 1.0]
-    assert parse_alphas("0.3:0.3:1") == [0.3]
-
-
-@pytest.mark.parametrize(
-    "text", ["", "  ", "1:0:5", "0:1:1", "0:1:0", "0:1:x", "0:1", "0:1:2:3", "a,b", "0:inf:3"]
-)
-def test_parse_alphas_bad(text):
-    with pytest.raises(ValueError) as err:
-        parse_alphas(text)
-    assert "\n" not in str(err.value)

@@ -37,7 +37,7 @@ from sparseflow.methods import (
     Sparsifier,
     sparsify,
 )
-from sparseflow.sparsity import layer_counts, select_weights
+from sparseflow.sparsity import floor_count, kept_count, layer_counts, select_weights
 from sparseflow.sparsity.optim_state import positions_mask
 
 MASKING = ("auto", "grads", "weights", "both")
@@ -271,7 +271,7 @@ def schedule_counts(sp: GradualPruning, s: float) -> dict[str, int] | int:
     shapes = {n: tuple(p.shape) for n, p in sp.params.items()}
     if sp.scope == "layer":  # each layer rounded on its own: monotone in s
         return layer_counts(shapes, s, sp.distribution, exact_total=False)
-    return math.floor((1.0 - s) * sum(math.prod(v) for v in shapes.values()) + 0.5)
+    return kept_count(1.0 - s, sum(math.prod(v) for v in shapes.values()))  # round half up
 
 
 @PROPERTY
@@ -450,7 +450,7 @@ def brute_force(w: torch.Tensor, mask: torch.Tensor, score: torch.Tensor | None,
     mf = [bool(v) for v in mask.reshape(-1)]
     active = [i for i, a in enumerate(mf) if a]
     n_active = len(active)
-    k = math.floor(alpha * n_active)
+    k = floor_count(alpha, n_active)  # floor(alpha * n_active), float noise snapped
     if k == 0:
         return set(active), (set() if score is not None else 0)
     by_mag = sorted(active, key=lambda i: (-wf[i], i))
@@ -633,7 +633,7 @@ def test_distribution_counts_sum_to_the_budget_exactly(
     named = {f"l{i}": s for i, s in enumerate(shapes)}
     numel = {n: math.prod(s) for n, s in named.items()}
     total = sum(numel.values())
-    budget = math.floor((1.0 - sparsity) * total + 0.5)  # documented: round half up
+    budget = kept_count(1.0 - sparsity, total)  # documented: round half up (noise snapped)
     if budget < len(named):
         with pytest.raises(ValueError):
             layer_counts(named, sparsity, distribution)
@@ -649,7 +649,7 @@ def test_distribution_counts_sum_to_the_budget_exactly(
 def test_sparsifier_total_equals_budget(cfg: Setup) -> None:
     model, opt, sp = cfg.build()
     total = sum(p.numel() for p in sp.params.values())
-    assert sum(sp.masks.nnz().values()) == math.floor((1.0 - cfg.sparsity) * total + 0.5)
+    assert sum(sp.masks.nnz().values()) == kept_count(1.0 - cfg.sparsity, total)
     assert abs(sp.masks.sparsity() - cfg.sparsity) <= len(sp.params) / total
 
 

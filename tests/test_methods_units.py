@@ -7,6 +7,7 @@ The bugs these tests found while being written are fixed; the tests keep them fi
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 import torch
@@ -24,7 +25,7 @@ from sparseflow.methods import (
     sparsify,
     zhu_gupta_sparsity,
 )
-from sparseflow.sparsity import layer_counts
+from sparseflow.sparsity import floor_count, layer_counts
 from sparseflow.sparsity.optim_state import positions_mask
 
 
@@ -130,11 +131,43 @@ def test_number_dropped_per_layer_is_floor_alpha_t_times_active(method: str, sch
         assert stats["drop_fraction"] == alpha
         got = dropped_per_layer(sp, log)
         for name, n_active in active.items():
-            k = math.floor(alpha * n_active)
+            k = floor_count(alpha, n_active)  # floor(alpha_t * n_active), noise snapped
             assert got.get(name, 0) == k, (t, name)
             seen += k
             assert stats[f"dropped/{name}"] <= k  # telemetry leaves out the regrown ones
     assert seen > 0
+
+
+@pytest.mark.parametrize("exclude_dropped", [False, True])
+def test_set_drops_and_grows_29_of_100_at_drop_fraction_029(exclude_dropped: bool) -> None:
+    """0.29 * 100 is 28.999999999999996 in floats; floor(alpha * n_active) means 29 here."""
+    want = math.floor(Fraction("0.29") * 100)  # exact: 29
+    model = mlp(20, 10)  # one Linear layer of 200 weights
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    start = torch.zeros(200, dtype=torch.bool)
+    start[torch.randperm(200, generator=torch.Generator().manual_seed(0))[:100]] = True
+    sp = SET(model, opt, masks={"0.weight": start.view(10, 20)}, t_end=1, update_every=1,
+             drop_fraction=0.29, drop_schedule="constant", exclude_dropped=exclude_dropped)
+    assert sp.masks.nnz() == {"0.weight": 100}
+    sizes = []
+    orig = sp.replace_positions
+
+    def replace_positions(name, drop, grow):
+        sizes.append((drop.numel(), grow.numel()))
+        orig(name, drop, grow)
+
+    sp.replace_positions = replace_positions  # type: ignore[method-assign]
+    old = sp.masks["0.weight"].clone()
+    x, y = batches(1, 20, 10)[0]
+    train_step(model, opt, x, y)
+    stats = sp.step()
+    assert stats is not None and stats["drop_fraction"] == 0.29
+    assert sizes == [(want, want)]  # 29 dropped and 29 grown
+    new = sp.masks["0.weight"]
+    assert int(new.sum()) == 100
+    if exclude_dropped:  # no regrowth: the mask itself moved 29 positions out and 29 in
+        assert int((old & ~new).sum()) == want and int((new & ~old).sum()) == want
+        assert stats["dropped/0.weight"] == stats["grown/0.weight"] == want
 
 
 def test_lr_drop_fraction_follows_a_torch_scheduler() -> None:
@@ -157,7 +190,7 @@ def test_lr_drop_fraction_follows_a_torch_scheduler() -> None:
         assert stats["drop_fraction"] == pytest.approx(0.4 * lr_t / 0.2, rel=1e-12)
         got = dropped_per_layer(sp, log)
         for name, n in active.items():
-            assert got.get(name, 0) == math.floor(sp.drop_fraction_at(t) * n)
+            assert got.get(name, 0) == floor_count(sp.drop_fraction_at(t), n)
         sched.step()
     assert lrs[0] == 0.2 and lrs[-1] == pytest.approx(0.2 / 8)
 
@@ -311,7 +344,9 @@ def test_global_magnitude_masks_match_brute_force(sparsity: float, ties: bool) -
 
     params = {f"l{i}": draw(s) for i, s in enumerate(shapes)}
     total = sum(p.numel() for p in params.values())
-    k = round((1 - sparsity) * total)
+    # round((1 - s) * total) in exact arithmetic (0.45 * 110 = 49.5 exactly: 50 by either tie
+    # rule, though the float product is 49.4999...)
+    k = math.floor((1 - Fraction(str(sparsity))) * total + Fraction(1, 2))
     got = magnitude_masks(params, sparsity, scope="global")
     assert sum(int(m.sum()) for m in got.values()) == k
     want = brute_force_global(params, k)

@@ -210,3 +210,18 @@ def test_dense_base_init(how):
     want = 2 / (fan_in + fan_out) if how == "glorot" else 2 / fan_in
     assert w.var().item() == pytest.approx(want, rel=0.1)
     assert torch.all(model.hidden[0].linear.bias == 0)
+
+
+def test_mask_of_another_architecture_is_one_line(root):
+    """A static run on the masks of a run whose model has other shapes: one ConfigError that
+    names sparse.mask, the layer and both shapes."""
+    from sparseflow.errors import ConfigError
+
+    narrow = execute(load_config(None, [*BASE, "method=static", "arch.width=32",
+                                        "train.duration=1ep"]), root=root, progress=False)
+    cfg = load_config(None, [*BASE, "method=static", f"sparse.mask={narrow['checkpoint']}"])
+    with pytest.raises(ConfigError) as err:
+        execute(cfg, root=root, progress=False)
+    msg = str(err.value)
+    assert msg.startswith("sparse.mask: mask for ") and "(32, 20)" in msg and "(64, 20)" in msg
+    assert "\n" not in msg

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparseflow.sparsity import layer_counts, layer_densities, raw_density
+from sparseflow.sparsity import kept_count, layer_counts, layer_densities, raw_density
 
 linear = st.tuples(st.integers(1, 300), st.integers(1, 300))
 conv = st.tuples(st.integers(1, 64), st.integers(1, 64), st.integers(1, 5), st.integers(1, 5))
@@ -21,9 +21,9 @@ def _named(shapes):
 
 
 def _target(shapes, s, dense=()):
-    return math.floor(
-        (1 - s) * sum(math.prod(v) for n, v in shapes.items() if n not in dense) + 0.5
-    )
+    """round((1 - s) * N), halves up, float noise snapped (``kept_count``, which
+    test_sparsity_counts checks against exact rational arithmetic)."""
+    return kept_count(1 - s, sum(math.prod(v) for n, v in shapes.items() if n not in dense))
 
 
 @settings(max_examples=150, deadline=None)
@@ -165,7 +165,7 @@ def test_per_layer_rounding_is_monotone_in_sparsity(shapes, dist, s1, ds):
     named = {f"l{i}": s for i, s in enumerate(shapes)}
     total = sum(a * b for a, b in shapes)
     s2 = s1 + ds
-    if math.floor((1 - s2) * total + 0.5) < len(shapes):
+    if kept_count(1 - s2, total) < len(shapes):
         return
     c1 = layer_counts(named, s1, dist, exact_total=False)
     c2 = layer_counts(named, s2, dist, exact_total=False)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from sparseflow.sparsity import MaskSet, layer_counts, select_weights, topk_mask
+from sparseflow.sparsity import MaskSet, check_masks, layer_counts, select_weights, topk_mask
 
 shapes = st.one_of(
     st.tuples(st.integers(1, 40), st.integers(1, 40)),
@@ -77,28 +77,28 @@ def test_topk_matches_reference_with_ties(shape, levels, data):
     assert torch.equal(mask, _reference_topk(scores, k))
 
 
-def test_from_scores_all_equal_takes_lowest_indices():
+def test_topk_masks_all_equal_take_lowest_indices():
     params = _params((6, 7))
-    ms = MaskSet.from_scores(params, {"l0": torch.ones(6, 7)}, {"l0": 10})
+    ms = MaskSet(params, {"l0": topk_mask(torch.ones(6, 7), 10)})
     flat = ms["l0"].reshape(-1)
     assert flat[:10].all() and not flat[10:].any()
 
 
-def test_from_scores_picks_top_scores():
+def test_topk_masks_pick_top_scores():
     params = _params((50, 40))
     scores = torch.randn(50, 40)
-    ms = MaskSet.from_scores(params, {"l0": scores}, {"l0": 123})
+    ms = MaskSet(params, {"l0": topk_mask(scores, 123)})
     kept = scores[ms["l0"]]
     dropped = scores[~ms["l0"]]
     assert kept.numel() == 123 and kept.min() > dropped.max()
 
 
-def test_from_scores_refuses_nan_and_bad_shape():
+def test_topk_masks_refuse_nan_and_bad_shape():
     params = _params((2, 2))
     with pytest.raises(ValueError, match="NaN"):
-        MaskSet.from_scores(params, {"l0": torch.tensor([[1.0, float("nan")], [0, 0]])}, {"l0": 1})
-    with pytest.raises(ValueError, match=r"scores for 'l0' has shape \(4,\)"):
-        MaskSet.from_scores(params, {"l0": torch.ones(4)}, {"l0": 1})
+        MaskSet(params, {"l0": topk_mask(torch.tensor([[1.0, float("nan")], [0, 0]]), 1)})
+    with pytest.raises(ValueError, match=r"mask for 'l0' has shape \(4,\)"):
+        MaskSet(params, {"l0": topk_mask(torch.ones(4), 1)})
 
 
 def test_dense_masks():
@@ -219,3 +219,28 @@ def test_name_mismatch_errors():
         MaskSet(params, {})
     with pytest.raises(ValueError, match="outside"):
         MaskSet.random(params, {"l0": 5})
+
+
+def test_check_masks_one_line_errors_and_bool_result():
+    params = {"a": torch.zeros(3, 4), "b": torch.zeros(2)}
+    good = {"a": torch.ones(3, 4), "b": torch.tensor([0.0, 2.0])}
+    out = check_masks(good, params, "demo")
+    assert list(out) == ["a", "b"] and all(m.dtype == torch.bool for m in out.values())
+    assert out["b"].tolist() == [False, True]  # non-bool: mask != 0
+    cases = [
+        ({"a": torch.ones(4, 3), "b": torch.ones(2)}, {},
+         "demo: mask for 'a' has shape (4, 3) but the parameter has shape (3, 4)"),
+        ({"a": torch.ones(3, 4)}, {},
+         "demo: mask names do not match the parameter names: missing ['b'], extra []"),
+        ({"zz": torch.ones(2)}, {"subset": True}, "demo: mask 'zz' names no parameter"),
+        ({"b": [1, 0]}, {"subset": True}, "demo: mask for 'b' is not a tensor but list"),
+        ({"b": torch.ones(3)}, {"subset": True, "against": "weight"},
+         "demo: mask for 'b' has shape (3,) but the weight has shape (2,)"),
+    ]
+    for masks, kw, msg in cases:
+        with pytest.raises(ValueError) as e:
+            check_masks(masks, params, "demo", **kw)
+        assert str(e.value) == msg
+    assert check_masks({"b": torch.ones(2)}, params, "demo", subset=True).keys() == {"b"}
+    ms = MaskSet({"a": nn.Parameter(torch.zeros(3, 4))}, {"a": torch.ones(3, 4)})
+    assert torch.equal(check_masks(ms, {"a": torch.zeros(3, 4)}, "demo")["a"], ms["a"])

@@ -6,6 +6,10 @@ From your own training loop::
     sparsifier = sparseflow.rigl(model, optimizer, sparsity=0.9, distribution="erk", t_end=5000)
     ...  # loss.backward(); optimizer.step(); sparsifier.step()
 
+Every factory (``static``, ``set_training``, ``rigl``, ``rigl_inverted``, ``gradual``,
+``oneshot``, ``snip``, ``grasp``, ``synflow``) lists its options in its signature;
+``sparsify(method, model, optimizer, **options)`` picks one by name.
+
 From the command line: ``sparseflow run --help``.
 """
 
@@ -18,16 +22,22 @@ from sparseflow.methods import (
     RigLInverted,
     Sparsifier,
     gradual,
+    grasp,
     make_grad_fn,
+    oneshot,
     rigl,
+    rigl_inverted,
     set_training,
+    snip,
     sparsify,
     static,
+    synflow,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SET", "GradualPruning", "OneShotPruning", "RigL", "RigLInverted", "Sparsifier",
-    "UserError", "gradual", "make_grad_fn", "rigl", "set_training", "sparsify", "static",
+    "UserError", "gradual", "grasp", "make_grad_fn", "oneshot", "rigl", "rigl_inverted",
+    "set_training", "snip", "sparsify", "static", "synflow",
 ]

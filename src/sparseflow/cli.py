@@ -280,11 +280,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if tdist.is_available() and tdist.is_initialized():
         tdist.barrier()  # no rank tears the process group down while another still uses it
         tdist.destroy_process_group()
-    if not main_rank:
-        pass
-    elif args.json:
+    if main_rank and args.json:
         print(json.dumps(_finite(summary), sort_keys=True))
-    else:
+    elif main_rank:
         _print_summary(summary)
     return 0 if summary.get("status") in ("finished", "diverged") else 1
 
@@ -474,7 +472,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from sparseflow.sweep.client import results_table, run_sweep
-    from sparseflow.sweep.spec import load_sweep, status_table
+    from sparseflow.sweep.spec import load_sweep
+    from sparseflow.sweep.status import status_table
 
     files = list(args.file)
     if files[0] == "status":

@@ -93,11 +93,12 @@ def signal_study(root: str | Path, model: str, sparsities: str, inits: str, *,
                  out: str | Path | None = None) -> dict[str, Any]:
     """The signal-propagation experiment: table (CSV), figure (PNG, SVG) and JSON rows."""
     from sparseflow.analysis.tables import signal_table
-    from sparseflow.flow.signal import parse_range, signal_propagation
+    from sparseflow.flow.signal import signal_propagation
+    from sparseflow.grids import parse_grid
     from sparseflow.plots import plot_signal
 
     try:
-        grid = parse_range(sparsities)
+        grid = parse_grid(sparsities, "sparsities")
         init_list = [i.strip() for i in inits.split(",") if i.strip()]
         rows = signal_propagation(model, grid, init_list, input_shape=input_shape,
                                   masks=masks, repeats=repeats, batch=batch, seed=seed)
@@ -165,12 +166,13 @@ def interpolate_runs(root: str | Path, spec_a: str, spec_b: str, *,
     Written to ``result.json``, ``path.csv``, ``path.png``/``.svg`` under
     ``ROOT/analyses/interpolate-A-B`` and recorded as an artifact of both runs.
     """
-    from sparseflow.landscape.paths import combine_masks, linear_path, parse_alphas
+    from sparseflow.grids import parse_grid
+    from sparseflow.landscape.paths import combine_masks, linear_path
     from sparseflow.plots import plot_path
 
     with Store(store_path(root)) as store:
         try:
-            grid = parse_alphas(alphas)
+            grid = parse_grid(alphas, "alphas", increasing=True)
         except ValueError as e:
             raise _user(e, "--alphas") from None
         (a, b), data = _load_endpoints(store, [spec_a, spec_b])

@@ -66,7 +66,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from sparseflow.sparsity import default_weight_names
+from sparseflow.sparsity import check_masks, default_weight_names
 
 __all__ = [
     "HessianReport",
@@ -288,19 +288,6 @@ def hutchinson(
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_bool_mask(name: str, mask: Tensor, param: Tensor) -> Tensor:
-    if not isinstance(mask, Tensor):
-        raise ValueError(f"mask for {name!r} is not a tensor")
-    if mask.shape != param.shape:
-        raise ValueError(
-            f"mask for {name!r} has shape {tuple(mask.shape)} but the parameter has shape "
-            f"{tuple(param.shape)}"
-        )
-    mask = mask.detach()
-    mask = mask if mask.dtype == torch.bool else mask != 0
-    return mask.to(param.device)
-
-
 class _Objective:
     """L(theta) at theta = W * M, its masked gradient and its masked Hessian-vector products."""
 
@@ -319,9 +306,8 @@ class _Objective:
         unknown = [n for n in params if n not in named]
         if unknown:
             raise ValueError(f"not parameters of the model: {unknown}")
-        extra = [n for n in masks if n not in params]
-        if extra:
-            raise ValueError(f"masks for names outside params: {extra}")
+        given = {n: m for n, m in masks.items() if m is not None}
+        checked = check_masks(given, params, "masks", subset=True, against="entry of params")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
         self.model = model
@@ -330,9 +316,7 @@ class _Objective:
         self.masks: dict[str, Tensor | None] = {}
         self.point: dict[str, Tensor] = {}
         for n, p in params.items():
-            m = masks.get(n)
-            m = None if m is None else _as_bool_mask(n, m, p)
-            self.masks[n] = m
+            m = self.masks[n] = checked.get(n)
             t = p.detach().clone() if m is None else p.detach() * m
             self.point[n] = t.requires_grad_(True)
         self.fixed = {n: p.detach() for n, p in named.items() if n not in self.point}
@@ -509,16 +493,12 @@ def _restricted(
     """(params, masks, layer groups) of the restricted space, in model order."""
     named = dict(model.named_parameters())
     mask_in = {} if masks is None else {n: masks[n] for n in masks}
-    unknown = [n for n in mask_in if n not in named]
-    if unknown:
-        raise ValueError(f"masks name parameters the model does not have: {unknown}")
+    bool_masks: dict[str, Tensor | None] = dict(
+        check_masks(mask_in, named, "masks", subset=True, against="parameter of the model"))
     chosen = set(default_weight_names(model)) | set(mask_in)
     weights = [n for n in named if n in chosen]
     if not weights:
         raise ValueError("the model has no sparsifiable (Linear/Conv) weight and no mask")
-    bool_masks: dict[str, Tensor | None] = {
-        n: _as_bool_mask(n, m, named[n]) for n, m in mask_in.items()
-    }
     ids = {id(p): n for n, p in named.items()}
     groups: dict[str, list[str]] = {w: [w] for w in weights}
     taken = set(weights)

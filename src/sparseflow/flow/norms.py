@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparseflow.sparsity import select_weights
+from sparseflow.sparsity import check_masks, select_weights
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -123,9 +123,8 @@ def gradient_flow(
     grads, loss = dense_gradients(model, x, y, loss_fn)
     weight_names = list(select_weights(model))
     if masks:
-        missing = [n for n in masks if n not in grads]
-        if missing:
-            raise ValueError(f"masks name {missing[0]!r}, which is not a trainable parameter")
+        masks = check_masks(masks, grads, "gradient_flow: masks", subset=True,
+                            against="trainable parameter")
         weight_names += [n for n in masks if n not in weight_names]
     out = norms_from_gradients(grads, masks, weight_names, per_layer=per_layer,
                                per_active=per_active)

@@ -36,7 +36,6 @@ init is Keras' Glorot-uniform, Var = 2 / (fan_in + fan_out); ours is PyTorch's, 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -46,6 +45,7 @@ from sparseflow.models import build_model
 from sparseflow.sparsity import (
     MaskSet,
     initialize_,
+    kept_count,
     layer_counts,
     select_weights,
     topk_mask,
@@ -58,7 +58,6 @@ __all__ = [
     "SCOPES",
     "heterogeneous_masks",
     "output_std",
-    "parse_range",
     "signal_propagation",
 ]
 
@@ -66,11 +65,6 @@ INITS = ("dense", "liu", "sparse")
 BASE_INITS = ("model", "he")
 MASK_KINDS = ("heterogeneous", "uniform")
 SCOPES = ("layer", "global")
-
-
-def _keep_count(numel: int, sparsity: float) -> int:
-    """round((1 - s) * numel), halves rounded up (as ``sparsity.layer_counts`` does)."""
-    return min(numel, max(0, math.floor((1.0 - sparsity) * numel + 0.5)))
 
 
 def _unit_scores(shape: torch.Size, generator: torch.Generator | None) -> Tensor:
@@ -102,7 +96,8 @@ def heterogeneous_masks(
     which the fan-in count f_j of the sparsity-aware init does not see, so even that init
     loses signal on these masks (about a factor 1 - r in second moment per layer).
 
-    scope="layer" (default): per layer keep the top round((1 - s) * numel_l) scores, so each
+    scope="layer" (default): per layer keep the top ``kept_count(1 - s, numel_l)`` =
+    round((1 - s) * numel_l) scores (halves up, ``sparsity.counts``), so each
     layer has exactly sparsity s (up to rounding). scope="global": one threshold over the
     scores of all layers together (the colab's "thresholded globally"), keeping
     round((1 - s) * sum_l numel_l) weights; then the per-layer sparsity is not controlled:
@@ -121,10 +116,10 @@ def heterogeneous_masks(
             raise ValueError(f"{name!r} has shape {tuple(p.shape)}; masks need (out, in, ...)")
     scores = {name: _unit_scores(p.shape, generator) for name, p in params.items()}
     if scope == "layer":
-        masks = {n: topk_mask(s, _keep_count(s.numel(), sparsity)) for n, s in scores.items()}
+        masks = {n: topk_mask(s, kept_count(1.0 - sparsity, s.numel())) for n, s in scores.items()}
     else:
         flat = torch.cat([s.reshape(-1) for s in scores.values()]) if scores else torch.empty(0)
-        keep = topk_mask(flat, _keep_count(flat.numel(), sparsity))
+        keep = topk_mask(flat, kept_count(1.0 - sparsity, flat.numel()))
         masks, start = {}, 0
         for name, s in scores.items():
             masks[name] = keep[start : start + s.numel()].view(s.shape)
@@ -306,46 +301,6 @@ def signal_propagation(
                 }
             )
     return rows
-
-
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-
-
-def _number(text: str, whole: str) -> float:
-    t = text.strip()
-    if not re.fullmatch(_NUMBER, t):
-        raise ValueError(f"bad number {t!r} in range {whole!r}; use START:STOP:N or A,B,C")
-    return float(t)
-
-
-def parse_range(text: str) -> list[float]:
-    """Parse ``"START:STOP:N"`` or ``"A,B,C"`` (or one number) into a list of floats.
-
-    ``START:STOP:N`` = N evenly spaced values from START to STOP inclusive,
-    v_i = START + (STOP - START) * i / (N - 1), i = 0 .. N - 1 (N = 1 needs START == STOP),
-    each rounded to 12 decimals so that ``"0:0.5:6"`` gives 0.1 and not 0.1000000000000001.
-    Raises ValueError with a one-line message on anything else.
-    """
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError(f"empty range {text!r}; use START:STOP:N or A,B,C")
-    whole = text.strip()
-    if ":" in whole:
-        parts = whole.split(":")
-        if len(parts) != 3:
-            raise ValueError(f"range {whole!r} must be START:STOP:N")
-        start, stop = _number(parts[0], whole), _number(parts[1], whole)
-        n_text = parts[2].strip()
-        if not re.fullmatch(r"\+?\d+", n_text) or int(n_text) < 1:
-            raise ValueError(f"N in range {whole!r} must be a positive integer, got {n_text!r}")
-        n = int(n_text)
-        if n == 1:
-            if start != stop:
-                raise ValueError(f"range {whole!r} has N = 1 but START != STOP")
-            return [start]
-        values = [round(start + (stop - start) * i / (n - 1), 12) for i in range(n)]
-        values[-1] = stop
-        return values
-    return [_number(t, whole) for t in whole.split(",")]
 
 
 def by_init(rows: Sequence[Mapping]) -> dict[str, list[Mapping]]:

@@ -6,9 +6,9 @@ curve copies of layers.
 
 from sparseflow.landscape.compare import Comparison, compare_models
 from sparseflow.landscape.curves import CurveResult, fit_curve
-from sparseflow.landscape.paths import PathResult, combine_masks, linear_path, parse_alphas
+from sparseflow.landscape.paths import PathResult, combine_masks, linear_path
 
 __all__ = [
     "Comparison", "CurveResult", "PathResult", "combine_masks", "compare_models",
-    "fit_curve", "linear_path", "parse_alphas",
+    "fit_curve", "linear_path",
 ]

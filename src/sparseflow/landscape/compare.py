@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from sparseflow.sparsity import check_masks
+
 __all__ = [
     "Comparison",
     "accuracy",
@@ -281,8 +283,9 @@ def jaccard(masks_a: Any, masks_b: Any) -> tuple[float, dict[str, float]]:
     bool masks keyed by layer (a ``MaskSet`` works too) with the same keys and shapes
     (one-line ValueError naming the first mismatch).
     """
-    a, b = _as_mask_dict(masks_a, "masks_a"), _as_mask_dict(masks_b, "masks_b")
-    _check_same_layout(a, b, "jaccard")
+    a = _as_mask_dict(masks_a, "masks_a")
+    b = check_masks(_as_mask_dict(masks_b, "masks_b"), a, "jaccard: masks_b",
+                    against="mask in masks_a")
     inter_total = union_total = 0
     per_layer: dict[str, float] = {}
     for k in a:

@@ -55,7 +55,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm import tqdm
 
-from .paths import _as_dict, _check_masks, bn_modules, evaluate_state, interpolate_states
+from sparseflow.sparsity import check_masks
+
+from .paths import _as_dict, bn_modules, evaluate_state, interpolate_states
 
 __all__ = [
     "CURVE_KINDS",
@@ -177,14 +179,6 @@ def _buffers(model: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Tensor]
     return {n: state.get(n, b).detach().clone() for n, b in model.named_buffers()}
 
 
-def _check_curve_masks(
-    masks: Mapping[str, Tensor] | None, params: Mapping[str, Tensor]
-) -> dict[str, Tensor]:
-    m = _as_dict(masks) or {}
-    _check_masks(m, params)
-    return {name: mask.to(params[name].device) for name, mask in m.items()}
-
-
 def _project(params: dict[str, Tensor], masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Masked parameters set to exactly +0.0 outside their mask (a new dict)."""
     out = dict(params)
@@ -216,7 +210,7 @@ def curve_state(
     """
     w1 = _endpoint_params(model, state_a, "a")
     w2 = _endpoint_params(model, state_b, "b")
-    m = _check_curve_masks(masks, w1)
+    m = check_masks(_as_dict(masks) or {}, w1, "curve_state: masks", subset=True)
     if m:
         w1, w2 = _project(w1, m), _project(w2, m)
     theta = {n: control[n].detach().to(w1[n]) for n in w1}
@@ -338,7 +332,7 @@ def fit_curve(
 
     w1 = _endpoint_params(model, state_a, "a")
     w2 = _endpoint_params(model, state_b, "b")
-    m = _check_curve_masks(masks, w1)
+    m = check_masks(_as_dict(masks) or {}, w1, "fit_curve: masks", subset=True)
     sparse = subspace == "sparse" and bool(m)
     if sparse:
         w1, w2 = _project(w1, m), _project(w2, m)

@@ -53,6 +53,8 @@ from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm import tqdm
 
+from sparseflow.sparsity import check_masks
+
 __all__ = [
     "MASK_RULES",
     "PathResult",
@@ -61,7 +63,6 @@ __all__ = [
     "evaluate_state",
     "interpolate_states",
     "linear_path",
-    "parse_alphas",
     "reset_bn_",
 ]
 
@@ -130,16 +131,6 @@ def combine_masks(
     return out
 
 
-def _check_masks(masks: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> None:
-    for name, m in masks.items():
-        if name not in state:
-            raise ValueError(f"mask {name!r} names no tensor of the state")
-        if m.shape != state[name].shape:
-            raise ValueError(
-                f"mask {name!r} has shape {tuple(m.shape)}, the tensor {tuple(state[name].shape)}"
-            )
-
-
 def _apply_masks(state: dict[str, Tensor], masks: Mapping[str, Tensor]) -> None:
     """``state[name] <- where(M, state[name], 0)`` for every masked name (exact +0.0)."""
     for name, m in masks.items():
@@ -196,8 +187,8 @@ def interpolate_states(
             out[name] = torch.lerp(ta, tb.to(ta.dtype), alpha)
     m = _as_dict(masks)
     if m:
-        _check_masks(m, out)
-        _apply_masks(out, m)
+        _apply_masks(out, check_masks(m, out, "interpolate_states: masks", subset=True,
+                                      against="tensor of the state"))
     return out
 
 
@@ -486,44 +477,3 @@ def linear_path(
         loss_a=loss_a,
         loss_b=loss_b,
     )
-
-
-def parse_alphas(text: str) -> list[float]:
-    """Parse ``"start:stop:n"`` (n evenly spaced values, both ends included) or ``"a,b,c"``.
-
-    Values are start + i (stop - start) / (n - 1), rounded to 12 decimals so that grid
-    points such as 0 and 1 come out exact (``"-0.2:1.2:29"`` holds 0.0 and 1.0). A range
-    needs n >= 2 and start < stop (or n == 1 with start == stop). ``ValueError`` with a
-    one-line message otherwise.
-    """
-    s = str(text).strip()
-    if not s:
-        raise ValueError("empty alpha specification; expected 'start:stop:n' or 'a,b,c'")
-    try:
-        if ":" in s:
-            parts = s.split(":")
-            if len(parts) != 3:
-                raise ValueError
-            start, stop, n = float(parts[0]), float(parts[1]), int(parts[2])
-            values = None
-        else:
-            values = [float(p) for p in s.split(",")]
-    except ValueError:
-        raise ValueError(
-            f"bad alpha specification {text!r}; expected 'start:stop:n' (n an integer) or 'a,b,c'"
-        ) from None
-    if values is None:
-        if not (math.isfinite(start) and math.isfinite(stop)):
-            raise ValueError(f"bad alpha range {text!r}: start and stop must be finite")
-        if n < 1 or (n == 1 and start != stop) or (n >= 2 and not start < stop):
-            raise ValueError(
-                f"bad alpha range {text!r}: need n >= 2 and start < stop (or n == 1, start == stop)"
-            )
-        if n == 1:
-            values = [start]
-        else:
-            step = (stop - start) / (n - 1)
-            values = [start + i * step for i in range(n - 1)] + [stop]
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError(f"bad alpha specification {text!r}: values must be finite")
-    return [round(v, 12) + 0.0 for v in values]

@@ -16,14 +16,18 @@ Use from any training loop::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import functools
+import textwrap
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 from sparseflow.sparsity import (
     MaskSet,
+    check_masks,
     grads_only_is_exact,
     initialize_,
     layer_counts,
@@ -35,6 +39,111 @@ from sparseflow.sparsity import (
 GradFn = Callable[[], Mapping[str, torch.Tensor]]
 INITS = ("dense", "liu", "sparse", "keep")
 MASKING = ("auto", "grads", "weights", "both")
+
+
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+
+
+class ArgumentError(ValueError):
+    """A bad argument of a public call: ``"<call>: <detail>"`` on one line.
+
+    ``call`` is the call the user made (``rigl()``, ``RigL()``, ``sparsify('rigl')``) and
+    ``detail`` names the argument at fault (``drop_fraction: 1.5 is out of range [0, 1]``).
+    """
+
+    def __init__(self, call: str, detail: str) -> None:
+        self.call, self.detail = call, " ".join(str(detail).split())
+        super().__init__(f"{call}: {self.detail}")
+
+
+@contextmanager
+def named_call(call: str) -> Iterator[None]:
+    """Report every ``ValueError`` raised inside as an :class:`ArgumentError` of ``call``.
+
+    The one mechanism behind the call names in error messages: each class ``__init__``
+    (:func:`named_errors`) and each factory runs under its own name, and an outer name
+    replaces an inner one, so ``rigl(...)``'s errors read ``rigl(): ...``, not
+    ``RigL(): ...``.
+    """
+    try:
+        yield
+    except ArgumentError as e:
+        raise ArgumentError(call, e.detail) from None
+    except ValueError as e:
+        raise ArgumentError(call, str(e)) from None
+
+
+def named_errors(init: Fn) -> Fn:
+    """Decorate a class's ``__init__`` to run under :func:`named_call` ``("ClassName()")``."""
+
+    @functools.wraps(init)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        with named_call(f"{type(self).__name__}()"):
+            init(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+TARGET_OPTIONS_DOC = """\
+sparsity : float, default 0.9
+    Target sparsity over the sparsified layers, in [0, 1).
+distribution : {"erk", "er", "uniform"}, default "erk"
+    How the sparsity is split over the layers (science.md section 1).
+"""
+
+COMMON_OPTIONS_DOC = """\
+masks : MaskSet or dict of str to Tensor, optional
+    Start from these masks (``{name: bool tensor}``, keyed by the names of the sparsified
+    weights) instead of a random one with the distribution's per-layer counts.
+include : sequence of str, optional
+    Patterns of the weights to sparsify (default: every Linear/Conv weight;
+    ``sparsity.select_weights``).
+exclude : sequence of str, default ()
+    Patterns of weights to keep dense.
+dense_first, dense_last : bool, default False
+    Keep the first / last sparsifiable layer dense.
+init : {"dense", "liu", "sparse", "keep"}, default "dense"
+    ``dense`` masks the model's own init, ``liu`` divides its variance by the layer
+    density, ``sparse`` draws per-unit fan-in variances (science.md section 2), ``keep``
+    only masks the weights as they are.
+init_opts : dict, optional
+    Options of the ``sparse`` init: ``mode``, ``distribution``, ``gain2``.
+masking : {"auto", "grads", "weights", "both"}, default "auto"
+    How masked weights are kept at zero around ``optimizer.step()`` (see
+    :class:`~sparseflow.methods.base.Sparsifier`).
+seed : int, default 0
+    Seeds the method's own generator (random masks, SET growth, sparse init).
+"""
+
+_DOC_FRAGMENTS = {"%(target)s": TARGET_OPTIONS_DOC, "%(common)s": COMMON_OPTIONS_DOC}
+
+
+def fill_doc(obj: Fn | None = None, /, **fragments: str) -> Any:
+    """Fill the placeholders of ``obj``'s numpy-style docstring with shared fragments.
+
+    ``%(target)s`` is :data:`TARGET_OPTIONS_DOC` (sparsity, distribution), ``%(common)s``
+    :data:`COMMON_OPTIONS_DOC` (masks ... seed), ``%(name)s`` the keyword ``name`` of
+    ``fill_doc(name=text)`` (then used as ``@fill_doc(name=text)``). Each placeholder stands
+    on its own line, indented like the parameter names around it.
+    """
+    if obj is None:
+        return functools.partial(fill_doc, **fragments)
+    table = {**_DOC_FRAGMENTS, **{f"%({k})s": v for k, v in fragments.items()}}
+    doc = obj.__doc__ or ""
+    while True:  # a fragment may hold placeholders of its own
+        lines = []
+        for line in doc.split("\n"):
+            fragment = table.get(line.strip())
+            if fragment is None:
+                lines.append(line)
+            else:
+                indent = line[: len(line) - len(line.lstrip())]
+                lines.append(textwrap.indent(fragment, indent).rstrip("\n"))
+        if "\n".join(lines) == doc:
+            break
+        doc = "\n".join(lines)
+    obj.__doc__ = doc
+    return obj
 
 
 def _distributed() -> bool:
@@ -66,40 +175,39 @@ def keep_top(scores: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tens
     return out.view(eligible.shape)
 
 
+@fill_doc
 class Sparsifier:
     """Static sparse training ("scratch"): a mask fixed before training.
 
+    The base of every method: it chooses the layers, draws or checks the masks, initialises
+    the active weights and keeps masked weights exactly zero under any torch optimiser.
+    Call :meth:`step` once after every ``optimizer.step()``.
+
     Parameters
     ----------
-    model, optimizer:
-        Any ``nn.Module`` and any ``torch.optim`` optimiser over its parameters.
-    sparsity:
-        Target sparsity over the sparsified layers, in [0, 1).
-    distribution:
-        ``uniform``, ``er`` or ``erk`` (science.md section 1).
-    masks:
-        Start from these masks (``{name: bool tensor}`` or a ``MaskSet``) instead of a random one.
-    include, exclude, dense_first, dense_last:
-        Which Linear/Conv weights to sparsify (``sparsity.select_weights``).
-    init:
-        ``dense`` (mask the model's own init), ``liu`` (variance / density), ``sparse``
-        (per-unit fan-in, science.md section 2) or ``keep`` (weights already set: masking only).
-    init_opts:
-        Options of the sparse init: ``mode``, ``distribution``, ``gain2``.
-    masking:
-        How masked weights are kept at zero around ``optimizer.step()``: ``grads`` (zero their
-        gradients before the step; exact for the optimisers of
-        ``sparsity.masks.GRADS_ONLY_EXACT`` because the state at masked positions is reset
-        whenever a weight is dropped), ``weights`` (zero the weights after the step),
-        ``both``, or ``auto`` (``grads`` where exact, else ``both``). One pass per step is
-        cheaper than two (benchmarks/masking.py); the trained numbers are the same.
-    seed:
-        Seeds the method's own generator (random masks, SET growth, init): identical on every
-        rank of a distributed run.
+    model : nn.Module
+        Any module; its parameters must be materialised (not on the ``meta`` device).
+    optimizer : torch.optim.Optimizer
+        Any torch optimiser over the model's parameters.
+    %(target)s
+    %(common)s
+
+    Notes
+    -----
+    ``masking``: ``grads`` zeroes masked gradients before the step (exact for the optimisers
+    of ``sparsity.masks.GRADS_ONLY_EXACT``, because the state at masked positions is reset
+    whenever a weight is dropped), ``weights`` zeroes masked weights after the step, ``both``
+    does both, ``auto`` is ``grads`` where exact and ``both`` elsewhere. One pass per step is
+    cheaper than two (benchmarks/masking.py); the trained numbers are the same. ``seed`` gives
+    the same masks on every rank of a distributed run.
+
+    Every bad argument raises a one-line ``ValueError`` (:class:`ArgumentError`) that starts
+    with the call, e.g. ``Sparsifier(): sparsity: 1.5 is out of range [0, 1)``.
     """
 
     name = "static"
 
+    @named_errors
     def __init__(
         self,
         model: nn.Module,
@@ -117,10 +225,15 @@ class Sparsifier:
         masking: str = "auto",
         seed: int = 0,
     ) -> None:
+        for pname, p in model.named_parameters():
+            if p.device.type == "meta":
+                raise ValueError(
+                    f"model parameter {pname!r} is on the meta device; materialise the model "
+                    "first (model.to_empty(device=...) and initialise it)"
+                )
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity: {sparsity!r} is out of range [0, 1)")
-        if init not in INITS:
-            raise ValueError(f"init: unknown init {init!r}; valid: {', '.join(INITS)}")
+        check_choice("init", init, INITS)
         check_choice("masking", masking, MASKING)
         self.model = model
         self.optimizer = optimizer
@@ -132,8 +245,10 @@ class Sparsifier:
         self.shapes = {n: tuple(p.shape) for n, p in self.params.items()}
         if masks is None:
             masks = self.initial_masks()
-        if not isinstance(masks, MaskSet):
-            masks = MaskSet(self.params, dict(masks))
+        else:
+            checked = check_masks(masks, self.params, "masks")
+            if not isinstance(masks, MaskSet):
+                masks = MaskSet(self.params, checked)
         self.masks = masks
         if init == "keep":
             self.masks.apply_()

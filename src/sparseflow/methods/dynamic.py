@@ -1,7 +1,9 @@
 """Dynamic sparse training: SET, RigL and the RigL-inverted control (science.md section 3).
 
-Every ``update_every`` steps up to ``t_end``, each layer drops the ``floor(alpha_t * n_active)``
-active weights of smallest |w| and grows as many among the positions inactive after the drop
+Every ``update_every`` steps up to the step ``t_end``, each layer drops the
+``floor(alpha_t * n_active)`` active weights of smallest |w| (``sparsity.floor_count``: a
+product within float noise of an integer counts as that integer, so 0.29 of 100 is 29) and
+grows as many among the positions inactive after the drop
 (just-dropped ones included, as in the RigL paper; ``exclude_dropped=True`` leaves them out).
 The methods differ only in the grow score: uniform random (SET), |dL/dW| of the dense gradient
 (RigL), -|dL/dW| (RigL inverted). Grown weights start at exactly zero with their optimiser state
@@ -12,43 +14,137 @@ alpha, ``lr`` alpha * lr_t / lr_0.
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from sparseflow.methods.base import GradFn, Sparsifier, check_choice
-from sparseflow.sparsity import topk_indices, topk_mask
+from sparseflow.methods.base import GradFn, Sparsifier, check_choice, fill_doc, named_errors
+from sparseflow.sparsity import MaskSet, floor_count, step_at, topk_indices, topk_mask
 
 DROP_SCHEDULES = ("cosine", "constant", "lr")
+T_END_FRACTION = 0.75  # the RigL paper's T_end: 75% of training
+
+DYNAMIC_OPTIONS_DOC = """\
+model : nn.Module
+    Any module with materialised parameters.
+optimizer : torch.optim.Optimizer
+    Any torch optimiser over the model's parameters.
+t_end : int, optional
+    The optimiser step of the last mask update (an int >= 1); no topology change after it,
+    and the ``cosine`` schedule reaches 0 there.
+total_steps : int, optional
+    The number of optimiser steps of training: with ``t_end=None``,
+    ``t_end = max(1, round(0.75 * total_steps))`` (the RigL paper's T_end; halves to even, as
+    the run config rounds step fractions). Pass one of ``t_end`` and ``total_steps``;
+    ``t_end`` wins when both are given.
+update_every : int, default 100
+    Steps between mask updates (dT).
+drop_fraction : float, default 0.3
+    alpha, in [0, 1]: ``floor(alpha_t * n_active)`` active weights per layer are dropped and
+    as many grown at an update.
+drop_schedule : {"cosine", "constant", "lr"}, default "cosine"
+    alpha_t: ``alpha (1 + cos(pi t / t_end)) / 2``, ``alpha``, or ``alpha lr_t / lr_0``.
+exclude_dropped : bool, default False
+    Do not regrow the weights dropped at the same update.
+"""
+
+GRAD_FN_DOC = """\
+grad_fn : callable, optional
+    ``grad_fn() -> {name: dL/dW}``, the dense gradients that score growth (default: those of
+    the training batch at the update step); see ``methods.make_grad_fn``.
+"""
 
 
+def resolve_t_end(t_end: int | None, total_steps: int | None) -> int:
+    """The step of the last mask update: ``t_end``, else 75% of ``total_steps``.
+
+    ``t_end`` wins when both are given; with only ``total_steps`` it is the RigL paper's
+    default ``T_end = 0.75 T`` as a step, ``sparsity.step_at(0.75, total_steps)`` =
+    ``max(1, round(0.75 * total_steps))`` (the rule of the run config's ``sparse.update_end``).
+    Both must be ints >= 1; neither raises a one-line ValueError.
+    """
+    total = None
+    if total_steps is not None:
+        total = _positive_step("total_steps", total_steps, "the number of optimiser steps")
+    if t_end is not None:
+        return _positive_step("t_end", t_end, "the optimiser step of the last mask update")
+    if total is None:
+        raise ValueError(
+            "pass t_end= (the step of the last mask update) or total_steps= "
+            f"(t_end is then {T_END_FRACTION:.0%} of it)"
+        )
+    return step_at(T_END_FRACTION, total)
+
+
+def _positive_step(field: str, value: Any, meaning: str) -> int:
+    """``value`` as an int >= 1 (any integer type; not a bool or a float), else ValueError."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        step = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{field}: expected {meaning}, an int >= 1, got {value!r}") from None
+    if step < 1:
+        raise ValueError(f"{field}: expected {meaning}, an int >= 1, got {step}")
+    return step
+
+
+@fill_doc(dynamic=DYNAMIC_OPTIONS_DOC)
 class SET(Sparsifier):
-    """Sparse Evolutionary Training (Mocanu et al. 2018): drop by magnitude, grow at random."""
+    """Sparse Evolutionary Training (Mocanu et al. 2018): drop by magnitude, grow at random.
+
+    Every ``update_every`` steps up to and including ``t_end``, each layer drops the
+    ``floor(alpha_t * n_active)`` active weights of smallest |w| and grows as many, chosen
+    uniformly at random among the positions inactive after the drop.
+
+    Parameters
+    ----------
+    %(dynamic)s
+    %(target)s
+    %(common)s
+    """
 
     name = "set"
 
+    @named_errors
     def __init__(
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         *,
-        t_end: int,
+        t_end: int | None = None,
+        total_steps: int | None = None,
         update_every: int = 100,
         drop_fraction: float = 0.3,
         drop_schedule: str = "cosine",
         exclude_dropped: bool = False,
-        **kwargs: Any,
+        sparsity: float = 0.9,
+        distribution: str = "erk",
+        masks: MaskSet | Mapping[str, torch.Tensor] | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        dense_first: bool = False,
+        dense_last: bool = False,
+        init: str = "dense",
+        init_opts: Mapping[str, Any] | None = None,
+        masking: str = "auto",
+        seed: int = 0,
     ) -> None:
+        t_end = resolve_t_end(t_end, total_steps)
         if update_every < 1:
             raise ValueError(f"update_every: expected >= 1, got {update_every}")
         if not 0.0 <= drop_fraction <= 1.0:
             raise ValueError(f"drop_fraction: {drop_fraction!r} is out of range [0, 1]")
         check_choice("drop_schedule", drop_schedule, DROP_SCHEDULES)
-        if t_end < 1:
-            raise ValueError(f"t_end: expected a positive step, got {t_end}")
-        super().__init__(model, optimizer, **kwargs)
-        self.t_end = int(t_end)
+        super().__init__(
+            model, optimizer, sparsity=sparsity, distribution=distribution, masks=masks,
+            include=include, exclude=exclude, dense_first=dense_first, dense_last=dense_last,
+            init=init, init_opts=init_opts, masking=masking, seed=seed,
+        )
+        self.t_end = t_end
         self.update_every = int(update_every)
         self.drop_fraction = float(drop_fraction)
         self.drop_schedule = drop_schedule
@@ -89,7 +185,7 @@ class SET(Sparsifier):
         for name, p in self.params.items():
             active = self.masks[name].reshape(-1).nonzero().squeeze(1)
             n_active = active.numel()
-            k = math.floor(alpha * n_active)
+            k = floor_count(alpha, n_active)
             if self.exclude_dropped:  # fewer free positions than drops: grow what fits
                 k = min(k, p.numel() - n_active)
             if k == 0:
@@ -103,19 +199,56 @@ class SET(Sparsifier):
         return {"drop_fraction": alpha}
 
 
+@fill_doc(dynamic=DYNAMIC_OPTIONS_DOC, grad_fn=GRAD_FN_DOC)
 class RigL(SET):
     """Rigging the Lottery (Evci et al. 2020): grow where the dense gradient |dL/dW| is largest.
 
     The dense gradient comes from the training batch of the update step (captured before the
     optimiser masks it; ``grad_fn=None``) or from ``grad_fn()``, e.g. a fixed held-out batch
     (:func:`sparseflow.methods.base.make_grad_fn`), as in the Evci et al. 2022 code.
+
+    Parameters
+    ----------
+    %(dynamic)s
+    %(grad_fn)s
+    %(target)s
+    %(common)s
     """
 
     name = "rigl"
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
-                 grad_fn: GradFn | None = None, **kwargs: Any) -> None:
-        super().__init__(model, optimizer, **kwargs)
+    @named_errors
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        t_end: int | None = None,
+        total_steps: int | None = None,
+        update_every: int = 100,
+        drop_fraction: float = 0.3,
+        drop_schedule: str = "cosine",
+        exclude_dropped: bool = False,
+        grad_fn: GradFn | None = None,
+        sparsity: float = 0.9,
+        distribution: str = "erk",
+        masks: MaskSet | Mapping[str, torch.Tensor] | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        dense_first: bool = False,
+        dense_last: bool = False,
+        init: str = "dense",
+        init_opts: Mapping[str, Any] | None = None,
+        masking: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            model, optimizer, t_end=t_end, total_steps=total_steps, update_every=update_every,
+            drop_fraction=drop_fraction, drop_schedule=drop_schedule,
+            exclude_dropped=exclude_dropped, sparsity=sparsity, distribution=distribution,
+            masks=masks, include=include, exclude=exclude, dense_first=dense_first,
+            dense_last=dense_last, init=init, init_opts=init_opts, masking=masking, seed=seed,
+        )
         self.grad_fn = grad_fn
         self._dense_grads: dict[str, torch.Tensor] | None = None
         self._sync_grad_masking()
@@ -156,8 +289,17 @@ class RigL(SET):
             self._dense_grads = None
 
 
+@fill_doc(dynamic=DYNAMIC_OPTIONS_DOC, grad_fn=GRAD_FN_DOC)
 class RigLInverted(RigL):
-    """Control of Evci et al. 2022: grow where |dL/dW| is *smallest*."""
+    """Control of Evci et al. 2022: grow where |dL/dW| is *smallest* (grow score -|dL/dW|).
+
+    Parameters
+    ----------
+    %(dynamic)s
+    %(grad_fn)s
+    %(target)s
+    %(common)s
+    """
 
     name = "rigl_inverted"
 

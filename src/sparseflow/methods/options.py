@@ -11,7 +11,8 @@ The methods below are called on the option class with any object that holds its 
 instance of the class, or the config's whole ``sparse`` section), e.g.
 ``RigLOptions.arguments(cfg.sparse, context)``.
 
-Fractions of training become steps with :func:`step_at` (``max(1, round(f * total))``).
+Fractions of training become steps with :func:`sparseflow.sparsity.step_at`
+(``max(1, round(f * total))``, halves to even).
 """
 
 from __future__ import annotations
@@ -23,13 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseflow.sparsity import DISTRIBUTIONS
+from sparseflow.sparsity import DISTRIBUTIONS, step_at
 from sparseflow.typed import field
-
-
-def step_at(fraction: float, total_steps: int) -> int:
-    """The optimiser step at ``fraction`` of ``total_steps`` training steps (at least 1)."""
-    return max(1, round(fraction * total_steps))
 
 
 @dataclass
@@ -325,22 +321,29 @@ class LotteryOptions(SourceOptions):
 
 @dataclass
 class PruneAtInitOptions(Options):
-    """SNIP, GraSP, SynFlow: how the scores at init become a mask."""
+    """SNIP and GraSP: how the scores at init become a mask; scored on the first held-out batch."""
 
     pai_scope: str = field(
         "global", choices=("global", "layer"), help="snip/grasp/synflow: one global threshold "
         "or the distribution's count per layer."
     )
+
+    @classmethod
+    def arguments(cls, opts: Any, ctx: BuildContext) -> dict[str, Any]:
+        if not ctx.heldout:
+            raise ValueError("scores weights on the held-out batch: set data.heldout > 0")
+        dev = next(ctx.model.parameters()).device
+        x, y = ctx.heldout[0]
+        return {"scope": opts.pai_scope, "batch": (x.to(dev), y.to(dev))}
+
+
+@dataclass
+class SynFlowOptions(PruneAtInitOptions):
+    """SynFlow: data-free, iterated scoring on an all-ones input of the data's shape."""
+
     synflow_iterations: int = field(100, low=1, help="synflow: pruning iterations.")
 
     @classmethod
     def arguments(cls, opts: Any, ctx: BuildContext) -> dict[str, Any]:
-        """snip/grasp score on the first held-out batch; synflow needs only the input shape."""
-        batch = None
-        if ctx.heldout:
-            dev = next(ctx.model.parameters()).device
-            x, y = ctx.heldout[0]
-            batch = (x.to(dev), y.to(dev))
-        return {"scope": opts.pai_scope, "batch": batch, "input_shape": ctx.input_shape,
+        return {"scope": opts.pai_scope, "input_shape": ctx.input_shape,
                 "iterations": opts.synflow_iterations}
-

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..sparsity.masks import topk_mask
+from ..sparsity import check_masks, round_half_even, topk_mask
 
 PAI_METHODS: tuple[str, ...] = ("snip", "grasp", "synflow")
 SCOPES: tuple[str, ...] = ("global", "layer")
@@ -166,24 +166,15 @@ def grasp_scores(
     return {k: (w * h).detach() for k, w, h in zip(params, leaves, hg, strict=True)}
 
 
-def _check_masks(
+def _masks_by_name(
     model: nn.Module, masks: Mapping[str, Tensor] | None, tensors: Mapping[str, Tensor]
 ) -> dict[str, Tensor]:
     """Masks keyed by model parameter name (any parameter, not only the scored ones)."""
     if masks is None:
         return {}
-    param_names = {n for n, _ in model.named_parameters()}
-    out = {}
-    for name, m in masks.items():
-        if name not in param_names:
-            raise ValueError(f"mask {name!r} names no parameter of the model")
-        if m.shape != tensors[name].shape:
-            raise ValueError(
-                f"mask for {name!r} has shape {tuple(m.shape)} "
-                f"but the parameter has shape {tuple(tensors[name].shape)}"
-            )
-        out[name] = m.detach().to(device=tensors[name].device, dtype=torch.bool)
-    return out
+    params = {n: tensors[n] for n, _ in model.named_parameters()}
+    return check_masks(masks, params, "synflow_scores: masks", subset=True,
+                       against="parameter of the model")
 
 
 def synflow_scores(
@@ -218,7 +209,7 @@ def synflow_scores(
     device = next(iter(params.values())).device
     with torch.enable_grad(), _eval_mode(model):
         tensors = _substitutes(model)
-        mask_of = _check_masks(model, masks, tensors)
+        mask_of = _masks_by_name(model, masks, tensors)
         leaves = {}
         for name, t in tensors.items():
             if t.is_floating_point():
@@ -303,7 +294,7 @@ def _schedule(n: int, k: int, r: int, iterations: int) -> int:
     """Number kept after round r of the exponential schedule: round(n * (k/n)^(r/T))."""
     if r >= iterations or n == 0:
         return k
-    return max(k, round(n * (k / n) ** (r / iterations)))
+    return max(k, round_half_even(n * (k / n) ** (r / iterations)))
 
 
 def prune_at_init(

@@ -10,15 +10,14 @@ same with ``t_begin = t_end``: train dense, prune once, fine-tune.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from sparseflow.methods.base import Sparsifier, check_choice, keep_top
-from sparseflow.sparsity import DISTRIBUTIONS, MaskSet, layer_counts, topk_mask
+from sparseflow.methods.base import Sparsifier, check_choice, fill_doc, keep_top, named_errors
+from sparseflow.sparsity import DISTRIBUTIONS, MaskSet, kept_count, layer_counts, topk_mask
 
 SCOPES = ("layer", "global")
 
@@ -60,8 +59,7 @@ def magnitude_masks(
         return {n: keep_top(p.detach().abs(), eligible[n], min(counts[n], int(eligible[n].sum())))
                 for n, p in params.items()}
     total = sum(p.numel() for p in params.values())
-    k = min(math.floor((1.0 - sparsity) * total + 0.5),
-            sum(int(e.sum()) for e in eligible.values()))
+    k = min(kept_count(1.0 - sparsity, total), sum(int(e.sum()) for e in eligible.values()))
     flat = torch.cat([torch.where(eligible[n], p.detach().abs().float().reshape_as(p),
                                   torch.tensor(float("-inf"), device=p.device)).reshape(-1)
                       for n, p in params.items()])
@@ -73,11 +71,39 @@ def magnitude_masks(
     return out
 
 
+@fill_doc
 class GradualPruning(Sparsifier):
-    """Gradual magnitude pruning (Zhu & Gupta 2018) from ``initial_sparsity`` to ``sparsity``."""
+    """Gradual magnitude pruning (Zhu & Gupta 2018) from ``initial_sparsity`` to ``sparsity``.
+
+    Trains from the dense init; at steps ``t_begin, t_begin + every, ...`` and at ``t_end``
+    the masks keep the largest |w| among the active weights at the cubic schedule's sparsity.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any module with materialised parameters.
+    optimizer : torch.optim.Optimizer
+        Any torch optimiser over the model's parameters.
+    sparsity : float
+        The final sparsity s_f, in [0, 1).
+    t_begin : int
+        The optimiser step of the first pruning update (>= 0; 0 prunes before step 1).
+    t_end : int
+        The optimiser step of the last pruning update (>= t_begin).
+    every : int, default 100
+        Steps between pruning updates.
+    initial_sparsity : float, default 0.0
+        s_i, the sparsity before t_begin, in [0, sparsity].
+    scope : {"layer", "global"}, default "layer"
+        Per-layer counts of ``distribution``, or one magnitude threshold over all layers.
+    distribution : {"uniform", "er", "erk"}, default "uniform"
+        How each pruning target is split over the layers (``scope="layer"``).
+    %(common)s
+    """
 
     name = "gradual"
 
+    @named_errors
     def __init__(
         self,
         model: nn.Module,
@@ -90,7 +116,15 @@ class GradualPruning(Sparsifier):
         initial_sparsity: float = 0.0,
         scope: str = "layer",
         distribution: str = "uniform",
-        **kwargs: Any,
+        masks: MaskSet | Mapping[str, torch.Tensor] | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        dense_first: bool = False,
+        dense_last: bool = False,
+        init: str = "dense",
+        init_opts: Mapping[str, Any] | None = None,
+        masking: str = "auto",
+        seed: int = 0,
     ) -> None:
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity: {sparsity!r} is out of range [0, 1)")
@@ -107,9 +141,11 @@ class GradualPruning(Sparsifier):
         self.initial_sparsity = initial_sparsity
         self.t_begin, self.t_end, self.every = int(t_begin), int(t_end), int(every)
         self.scope = scope
-        kwargs.setdefault("init", "dense")
-        super().__init__(model, optimizer, sparsity=sparsity, distribution=distribution,
-                         **kwargs)
+        super().__init__(
+            model, optimizer, sparsity=sparsity, distribution=distribution, masks=masks,
+            include=include, exclude=exclude, dense_first=dense_first, dense_last=dense_last,
+            init=init, init_opts=init_opts, masking=masking, seed=seed,
+        )
 
     def initial_masks(self) -> MaskSet:
         """Magnitude masks at the schedule's sparsity before step 1 (dense when that is 0).
@@ -143,12 +179,54 @@ class GradualPruning(Sparsifier):
         return {"target_sparsity": s_t}
 
 
+@fill_doc
 class OneShotPruning(GradualPruning):
-    """Train dense, prune once by magnitude at ``t_prune``, fine-tune the rest."""
+    """Train dense, prune once by magnitude at step ``t_prune``, fine-tune the rest.
+
+    Gradual pruning with ``t_begin = t_end = t_prune`` and ``initial_sparsity = 0``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any module with materialised parameters.
+    optimizer : torch.optim.Optimizer
+        Any torch optimiser over the model's parameters.
+    sparsity : float
+        The sparsity after pruning, in [0, 1).
+    t_prune : int
+        The optimiser step after which the weights are pruned (>= 0).
+    scope : {"layer", "global"}, default "layer"
+        Per-layer counts of ``distribution``, or one magnitude threshold over all layers.
+    distribution : {"uniform", "er", "erk"}, default "uniform"
+        How the sparsity is split over the layers (``scope="layer"``).
+    %(common)s
+    """
 
     name = "oneshot"
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, sparsity: float,
-                 t_prune: int, **kwargs: Any) -> None:
-        super().__init__(model, optimizer, sparsity=sparsity, t_begin=t_prune, t_end=t_prune,
-                         every=1, **kwargs)
+    @named_errors
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        sparsity: float,
+        t_prune: int,
+        scope: str = "layer",
+        distribution: str = "uniform",
+        masks: MaskSet | Mapping[str, torch.Tensor] | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        dense_first: bool = False,
+        dense_last: bool = False,
+        init: str = "dense",
+        init_opts: Mapping[str, Any] | None = None,
+        masking: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            model, optimizer, sparsity=sparsity, t_begin=t_prune, t_end=t_prune, every=1,
+            scope=scope, distribution=distribution, masks=masks, include=include,
+            exclude=exclude, dense_first=dense_first, dense_last=dense_last, init=init,
+            init_opts=init_opts, masking=masking, seed=seed,
+        )

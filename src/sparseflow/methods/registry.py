@@ -6,7 +6,7 @@ option classes (:mod:`sparseflow.methods.options`: together they are the method'
 ``sparse`` config section), the held-out batches it needs and the runs it reads first (both
 asked of the option classes). A new method is one class plus one :func:`register` line::
 
-    register("rigl_inverted", RigLInverted, RigLOptions)
+    register("rigl_inverted", rigl_inverted, RigLOptions)
 
 The run's ``sparse`` config section is made from the registered option classes when
 ``sparseflow.config`` is imported, so register a method of your own before that import to get
@@ -15,12 +15,17 @@ its options on the command line.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sparseflow.methods.base import Sparsifier
-from sparseflow.methods.dynamic import SET, RigL, RigLInverted
+import torch
+from torch import nn
+
+from sparseflow.methods.api import gradual, oneshot, rigl, rigl_inverted, set_training, static
+from sparseflow.methods.at_init import grasp, snip, synflow
+from sparseflow.methods.base import ArgumentError, Sparsifier, named_call
 from sparseflow.methods.options import (
     COMMON_OPTIONS,
     BuildContext,
@@ -33,8 +38,8 @@ from sparseflow.methods.options import (
     RigLOptions,
     Source,
     StaticOptions,
+    SynFlowOptions,
 )
-from sparseflow.methods.pruning import GradualPruning, OneShotPruning
 
 Factory = Callable[..., Sparsifier]
 
@@ -112,27 +117,73 @@ def option_classes() -> list[type[Options]]:
     return list(seen)
 
 
-def _pruned_at_init(method: str) -> Factory:
-    def factory(model: Any, optimizer: Any, **kwargs: Any) -> Sparsifier:
-        from sparseflow.methods import pruned_at_init
+def options_of(method: str) -> list[str]:
+    """The keyword options of ``method``'s factory (its parameters after model, optimizer)."""
+    factory = method_spec(method).factory
+    if factory is None:
+        return []
+    params = inspect.signature(factory).parameters
+    return [p for p in params if p not in ("model", "optimizer")]
 
-        if method != "synflow" and kwargs.get("batch") is None:
-            raise ValueError("scores weights on the held-out batch: set data.heldout > 0")
-        return pruned_at_init(method, model, optimizer, **kwargs)
 
-    factory.__name__ = method
-    return factory
+def sparsify(method: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+             **options: Any) -> Sparsifier:
+    """Attach the sparse-training ``method`` to ``model`` and ``optimizer``.
+
+    Forwards ``options`` to the method's registered factory: ``static``,
+    ``set`` (:func:`set_training`), ``rigl``, ``rigl_inverted``, ``gradual``, ``oneshot``,
+    ``snip``, ``grasp`` or ``synflow``; see each for its options and their defaults.
+
+    Parameters
+    ----------
+    method : str
+        A registered method with a factory (not ``dense``, ``small_dense``, ``lottery``).
+    model : nn.Module
+        Any module with materialised parameters.
+    optimizer : torch.optim.Optimizer
+        Any torch optimiser over the model's parameters.
+    **options
+        The factory's keyword options, e.g. ``sparsity=0.9, t_end=5000`` for ``rigl`` or
+        ``batch=(x, y)`` for ``snip``.
+
+    Returns
+    -------
+    Sparsifier
+        Call its ``step()`` after every ``optimizer.step()``.
+
+    Raises
+    ------
+    ValueError
+        One line starting ``sparsify('<method>'):`` for an unknown method (listing the
+        valid ones), an option the method does not take (naming it and listing the method's
+        options) or a bad value.
+    """
+    call = f"sparsify({method!r})"
+    attachable = [n for n, s in METHODS.items() if s.factory is not None and n != "lottery"]
+    if method not in attachable:
+        raise ArgumentError(call, f"method: unknown {method!r}; valid: {', '.join(attachable)}")
+    valid = options_of(method)
+    bad = [k for k in options if k not in valid]
+    if bad:
+        hint = ""
+        if "batch" in valid and {"x", "y"} & set(bad):
+            hint = "; pass the batch as batch=(x, y)"
+        raise ArgumentError(
+            call, f"method {method!r} takes no option {bad[0]!r}{hint}; valid: {', '.join(valid)}"
+        )
+    with named_call(call):
+        return METHODS[method].factory(model, optimizer, **options)
 
 
 register("dense", None)
-register("static", Sparsifier, StaticOptions)
+register("static", static, StaticOptions)
 register("small_dense", None, narrows_model=True)
-register("oneshot", OneShotPruning, OneShotOptions)
-register("gradual", GradualPruning, GradualOptions)
-register("lottery", Sparsifier, LotteryOptions)
-register("set", SET, DynamicOptions)
-register("rigl", RigL, RigLOptions)
-register("rigl_inverted", RigLInverted, RigLOptions)
-register("snip", _pruned_at_init("snip"), PruneAtInitOptions)
-register("grasp", _pruned_at_init("grasp"), PruneAtInitOptions)
-register("synflow", _pruned_at_init("synflow"), PruneAtInitOptions)
+register("oneshot", oneshot, OneShotOptions)
+register("gradual", gradual, GradualOptions)
+register("lottery", static, LotteryOptions)
+register("set", set_training, DynamicOptions)
+register("rigl", rigl, RigLOptions)
+register("rigl_inverted", rigl_inverted, RigLOptions)
+register("snip", snip, PruneAtInitOptions)
+register("grasp", grasp, PruneAtInitOptions)
+register("synflow", synflow, SynFlowOptions)

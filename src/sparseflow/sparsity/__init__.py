@@ -3,9 +3,10 @@
 Imports only torch, numpy and the standard library.
 """
 
+from .counts import floor_count, kept_count, round_half_even, round_half_up, snap, step_at
 from .distributions import DISTRIBUTIONS, layer_counts, layer_densities, raw_density
 from .init import initialize_, liu_scale_, sparse_init_, sparse_variance, unit_fans
-from .masks import GRADS_ONLY_EXACT, MaskSet, grads_only_is_exact
+from .masks import GRADS_ONLY_EXACT, MaskSet, check_masks, grads_only_is_exact
 from .optim_state import INITIAL_STATE, reset_optimizer_state
 from .selection import SPARSIFIABLE_TYPES, default_weight_names, select_weights
 from .topk import kth_largest, topk_indices, topk_mask
@@ -17,16 +18,23 @@ __all__ = [
     "INITIAL_STATE",
     "SPARSIFIABLE_TYPES",
     "MaskSet",
+    "check_masks",
     "default_weight_names",
+    "floor_count",
     "initialize_",
+    "kept_count",
     "layer_counts",
     "layer_densities",
     "liu_scale_",
     "raw_density",
     "reset_optimizer_state",
+    "round_half_even",
+    "round_half_up",
     "select_weights",
+    "snap",
     "sparse_init_",
     "sparse_variance",
+    "step_at",
     "kth_largest",
     "topk_indices",
     "topk_mask",

@@ -4,13 +4,15 @@ Every function here works on shapes only, so it can size masks before any model 
 Shapes follow PyTorch: Linear ``(out, in)``, Conv ``(out, in, *kernel)``.
 
 Integer counts. Per layer the continuous target is ``c_l = d_l * numel_l``. Counts start
-at ``round(c_l)``, clipped to ``[1, numel_l]`` (every sparsified layer keeps at least one
-weight, so that no layer disconnects the network). The total is then made equal to
-``T = round((1 - s) * sum_l numel_l)`` one weight at a time: while the total is short, add
-a weight to the layer with the largest residual ``c_l - count_l`` (that still has room);
-while it is over, remove one from the layer with the largest ``count_l - c_l`` (that keeps
->= 1). Ties go to the earlier layer. The total therefore equals ``T`` exactly, and each
-count is within one weight of ``c_l`` (unless the ">= 1" floor lifted it).
+at ``round(c_l)`` (``counts.round_half_up``: halves up, after snapping float noise), clipped
+to ``[1, numel_l]`` (every sparsified layer keeps at least one weight, so that no layer
+disconnects the network). The total is then made equal to
+``T = round((1 - s) * sum_l numel_l)`` (``counts.kept_count``) one weight at a time: while
+the total is short, add a weight to the layer with the largest residual ``c_l - count_l``
+(that still has room); while it is over, remove one from the layer with the largest
+``count_l - c_l`` (that keeps >= 1). Ties go to the earlier layer. The total therefore
+equals ``T`` exactly, and each count is within one weight of ``c_l`` (unless the ">= 1"
+floor lifted it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 
 import torch
+
+from .counts import kept_count, round_half_up
 
 DISTRIBUTIONS = ("uniform", "er", "erk")
 
@@ -70,7 +74,7 @@ def _solve_eps(
 
 def _round_to_total(cont: dict[str, float], numel: dict[str, int], total: int) -> dict[str, int]:
     """Integer counts near ``cont`` in [1, numel] summing to ``total`` (module docstring)."""
-    counts = {n: min(numel[n], max(1, math.floor(c + 0.5))) for n, c in cont.items()}
+    counts = {n: min(numel[n], max(1, round_half_up(c))) for n, c in cont.items()}
     names = list(cont)
     diff = total - sum(counts.values())
     while diff != 0:
@@ -126,7 +130,7 @@ def layer_counts(
     counts = {n: numel[n] for n in shp}
     if not sparse:
         return counts
-    total = math.floor((1.0 - sparsity) * sum(numel[n] for n in sparse) + 0.5)
+    total = kept_count(1.0 - sparsity, sum(numel[n] for n in sparse))
     if total < len(sparse):
         raise ValueError(
             f"sparsity {sparsity} leaves {total} weights for {len(sparse)} layers; "
@@ -136,7 +140,7 @@ def layer_counts(
     dens, _ = _solve_eps(raw, {n: numel[n] for n in sparse}, float(total))
     cont = {n: dens[n] * numel[n] for n in sparse}
     if not exact_total:
-        counts.update({n: min(numel[n], max(1, math.floor(c + 0.5))) for n, c in cont.items()})
+        counts.update({n: min(numel[n], max(1, round_half_up(c))) for n, c in cont.items()})
         return counts
     counts.update(_round_to_total(cont, numel, total))
     return counts

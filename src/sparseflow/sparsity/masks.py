@@ -29,13 +29,52 @@ from torch.utils.hooks import RemovableHandle
 from .kernels import compiled_mask, mask_
 from .optim_state import Positions, flat_indices, positions_mask, reset_optimizer_state
 from .selection import default_weight_names
-from .topk import topk_mask
 
 
-def _shape_error(name: str, got: torch.Size, want: torch.Size, what: str = "mask") -> ValueError:
-    return ValueError(
-        f"{what} for {name!r} has shape {tuple(got)} but the parameter has shape {tuple(want)}"
-    )
+def check_masks(
+    masks: Mapping[str, torch.Tensor] | MaskSet,
+    params: Mapping[str, torch.Tensor],
+    what: str,
+    *,
+    subset: bool = False,
+    against: str = "parameter",
+) -> dict[str, torch.Tensor]:
+    """Check that ``masks`` fit ``params``; return them as bool tensors on the params' devices.
+
+    ``masks``: ``{name: tensor}`` or a ``MaskSet``. The names must equal those of ``params``
+    (``subset=True``: be among them), every mask must be a tensor of its parameter's shape;
+    a non-bool mask is read as ``mask != 0``. Returns ``{name: detached bool mask}`` in the
+    order of ``params``. Raises a one-line ValueError that starts with ``what`` and names the
+    layer (and both shapes); ``against`` is the word for the tensors of ``params`` in it.
+    """
+    names = list(masks)
+    given = set(names)
+    if subset:
+        for name in names:
+            if name not in params:
+                raise ValueError(f"{what}: mask {name!r} names no {against}")
+    else:
+        missing = [n for n in params if n not in given]
+        extra = [n for n in names if n not in params]
+        if missing or extra:
+            raise ValueError(
+                f"{what}: mask names do not match the {against} names: missing {missing}, "
+                f"extra {extra}"
+            )
+    out: dict[str, torch.Tensor] = {}
+    for name, p in params.items():
+        if name not in given:
+            continue
+        m = masks[name]
+        if not isinstance(m, torch.Tensor):
+            raise ValueError(f"{what}: mask for {name!r} is not a tensor but {type(m).__name__}")
+        if m.shape != p.shape:
+            raise ValueError(
+                f"{what}: mask for {name!r} has shape {tuple(m.shape)} but the {against} has "
+                f"shape {tuple(p.shape)}"
+            )
+        out[name] = m.detach().to(device=p.device, dtype=torch.bool)
+    return out
 
 
 def _check_names(names: Any, params: Mapping[str, torch.Tensor], what: str) -> None:
@@ -74,7 +113,7 @@ class MaskSet:
     """
 
     def __init__(self, params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]):
-        _check_names(masks, params, "mask names")
+        masks = check_masks(masks, params, "MaskSet")
         self._params: dict[str, torch.Tensor] = dict(params)
         self._masks: dict[str, torch.Tensor] = {}
         self._factors: dict[str, torch.Tensor] = {}
@@ -116,28 +155,10 @@ class MaskSet:
             masks[name] = flat.view(p.shape)
         return cls(params, masks)
 
-    @classmethod
-    def from_scores(
-        cls,
-        params: Mapping[str, torch.Tensor],
-        scores: Mapping[str, torch.Tensor],
-        counts: Mapping[str, int],
-    ) -> MaskSet:
-        """Per layer, keep the counts[l] largest scores (``topk_mask``: ties -> lower index)."""
-        _check_names(scores, params, "score names")
-        _check_names(counts, params, "count names")
-        masks = {}
-        for name, p in params.items():
-            if scores[name].shape != p.shape:
-                raise _shape_error(name, scores[name].shape, p.shape, "scores")
-            masks[name] = topk_mask(scores[name], int(counts[name]))
-        return cls(params, masks)
-
     # --- storage ----------------------------------------------------------------
     def _store(self, name: str, mask: torch.Tensor) -> None:
+        """Keep ``mask`` (already checked against its parameter) with its factor and view."""
         p = self._params[name]
-        if mask.shape != p.shape:
-            raise _shape_error(name, mask.shape, p.shape)
         m = mask.detach().to(device=p.device, dtype=torch.bool).contiguous()
         self._masks[name] = m
         self._factors[name] = self._make_factor(m, p)
@@ -318,6 +339,7 @@ class MaskSet:
         """
         if name not in self._params:
             raise KeyError(f"no mask named {name!r}; masks: {list(self._params)}")
+        mask = check_masks({name: mask}, {name: self._params[name]}, "set_mask")[name]
         self._store(name, mask)
         self._apply([name])
 
@@ -403,16 +425,11 @@ class MaskSet:
         strict: the names must match exactly; otherwise only the names in both are loaded.
         Every loaded mask must have its parameter's shape (one-line ValueError otherwise).
         """
-        if strict:
-            _check_names(state, self._params, "saved mask names")
-        for name, mask in state.items():
-            if name in self._params:
-                p = self._params[name]
-                if mask.shape != p.shape:
-                    raise _shape_error(name, mask.shape, p.shape, "saved mask")
-        for name, mask in state.items():
-            if name in self._params:
-                self._store(name, mask)
+        if not strict:
+            state = {n: m for n, m in state.items() if n in self._params}
+        checked = check_masks(state, self._params, "saved masks", subset=not strict)
+        for name, mask in checked.items():
+            self._store(name, mask)
 
     # --- reporting ----------------------------------------------------------------
     def nnz(self) -> dict[str, int]:

@@ -30,6 +30,7 @@ from sparseflow.errors import ConfigError, UserError
 from sparseflow.methods import magnitude_masks
 from sparseflow.methods.options import GradualOptions, SelectionOptions, Source
 from sparseflow.methods.registry import method_spec
+from sparseflow.sparsity import check_masks
 from sparseflow.store.checkpoint import list_checkpoints, load_checkpoint
 from sparseflow.store.database import Store
 from sparseflow.store.paths import store_path
@@ -160,15 +161,14 @@ def resolve_masks(cfg: Config, params: dict[str, torch.Tensor], execute: Executo
         if not path.is_file():
             path = _checkpoint_of_run(root, how)
         masks = _masks_of(load_checkpoint(path), str(path))
-    for name, p in params.items():
-        if name not in masks:
-            raise ConfigError(f"sparse.mask: the loaded masks have no layer {name!r}")
-        if tuple(masks[name].shape) != tuple(p.shape):
-            raise ConfigError(
-                f"sparse.mask: layer {name!r} has shape {tuple(masks[name].shape)} in the "
-                f"loaded masks but {tuple(p.shape)} in the model"
-            )
-    return {n: masks[n] for n in params}
+    missing = [n for n in params if n not in masks]
+    if missing:
+        raise ConfigError(f"sparse.mask: the loaded masks have no layer {missing[0]!r}")
+    try:
+        return check_masks({n: masks[n] for n in params}, params, "sparse.mask",
+                           against="model layer")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def lottery_ticket(cfg: Config, model: nn.Module, params: dict[str, torch.Tensor],
