@@ -1,4 +1,4 @@
-"""Signal propagation at init (science.md section 7, claim 1; paper-notes 1.2)."""
+"""Signal propagation at init (docs/science.md section 7, claim 1, and section 12)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Property tests of the sparse-training methods (science.md section 3 invariants).
+"""Property tests of the sparse-training methods (docs/science.md section 3 invariants).
 
 Random small models (MLPs of 1-3 Linear layers, a Conv2d -> Linear net), sparsities in
 [0, 0.98], distributions uniform / er / erk, many torch optimisers, frequent topology updates:

@@ -1,4 +1,4 @@
-"""Hessian of the loss restricted to the active weights (science.md §4, paper-notes §1.3).
+"""Hessian of the loss restricted to the active weights (docs/science.md sections 4 and 11).
 
 Restricted space
 ----------------

@@ -1,4 +1,4 @@
-"""Gradient norms and Effective Gradient Flow (science.md section 4).
+"""Gradient norms and Effective Gradient Flow (docs/science.md section 4).
 
 All measures are taken on a fixed batch, with the mean cross-entropy and no regularisation term,
 in the model's current mode (train mode by default in the loop) without moving BatchNorm's

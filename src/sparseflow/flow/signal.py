@@ -1,7 +1,7 @@
 """Signal propagation at initialisation: output std of a sparse net vs sparsity.
 
-science.md section 4 (last bullet) and section 7, claim 1; paper-notes.md section 1.2,
-"Signal-propagation check" (Evci, Ioannou, Keskin, Dauphin, "Gradient Flow in Sparse Neural
+docs/science.md section 4 (last bullet), section 7 claim 1 and section 12; the
+signal-propagation check of Evci, Ioannou, Keskin, Dauphin, "Gradient Flow in Sparse Neural
 Networks and How Lottery Tickets Win", AAAI 2022, Fig. 3 of the accompanying blog post,
 colab ``MnistProp.ipynb``).
 
@@ -85,8 +85,8 @@ def heterogeneous_masks(
     """Random masks whose per-unit fan-in grows with the unit index (the paper's masks).
 
     Per weight W (out, in, *kernel) the scores are s[j, ...] = u[j, ...] * (j + 1) with
-    u ~ U(0, 1) i.i.d., i.e. the scores of output unit j are U(0, j + 1) (paper-notes 1.2:
-    "per output unit k the values are rand ~ U(0, k + 1), then thresholded"). Keeping the
+    u ~ U(0, 1) i.i.d., i.e. the scores of output unit j are U(0, j + 1) (docs/science.md
+    section 12: per output unit k the values are rand ~ U(0, k + 1), then thresholded). Keeping the
     scores above a threshold t keeps a weight of unit j with probability
     max(0, 1 - t / (j + 1)): low units get few inputs (none once j + 1 <= t), high units
     many, so fan-ins differ strongly inside a layer. For a layer with many units and
@@ -217,7 +217,7 @@ def signal_propagation(
     base_init: str = "model",
     model_options: Mapping[str, object] | None = None,
 ) -> list[dict]:
-    """Output std at init vs sparsity for each init (science.md section 7, claim 1).
+    """Output std at init vs sparsity for each init (docs/science.md section 7, claim 1).
 
     For every init, sparsity s and repeat r = 0 .. repeats - 1:
 

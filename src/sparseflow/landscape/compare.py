@@ -1,6 +1,6 @@
-"""Comparing trained solutions: the lottery-ticket analyses (science.md section 6).
+"""Comparing trained solutions: the lottery-ticket analyses (docs/science.md section 6).
 
-Definitions as implemented by Evci et al. (paper-notes.md sections 1.5-1.6) and Fort et al.:
+Definitions as implemented by Evci et al. (docs/science.md sections 6 and 9.1) and Fort et al.:
 
 - parameter distances over a flat vector theta (all compared entries concatenated, float64):
   L2 distance ``||theta_A - theta_B||_2`` and cosine distance

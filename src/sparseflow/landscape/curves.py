@@ -1,6 +1,6 @@
 """Curves between two solutions (Garipov et al. 2018) in the sparse or the dense subspace.
 
-science.md §6, paper-notes.md §3.2.
+docs/science.md section 6 and the setup of section 9.3.
 
 Curves
 ------

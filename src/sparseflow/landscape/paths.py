@@ -1,6 +1,6 @@
 """Linear interpolation between two solutions: loss/accuracy along the path and its barrier.
 
-science.md §6, paper-notes.md §1.5 and §3.2.
+docs/science.md section 6 and the setups of sections 9.1 and 9.3.
 
 Path
 ----

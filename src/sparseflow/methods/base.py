@@ -88,7 +88,7 @@ TARGET_OPTIONS_DOC = """\
 sparsity : float, default 0.9
     Target sparsity over the sparsified layers, in [0, 1).
 distribution : {"erk", "er", "uniform"}, default "erk"
-    How the sparsity is split over the layers (science.md section 1).
+    How the sparsity is split over the layers (docs/science.md section 1).
 """
 
 COMMON_OPTIONS_DOC = """\
@@ -104,7 +104,7 @@ dense_first, dense_last : bool, default False
     Keep the first / last sparsifiable layer dense.
 init : {"dense", "liu", "sparse", "keep"}, default "dense"
     ``dense`` masks the model's own init, ``liu`` divides its variance by the layer
-    density, ``sparse`` draws per-unit fan-in variances (science.md section 2), ``keep``
+    density, ``sparse`` draws per-unit fan-in variances (docs/science.md section 2), ``keep``
     only masks the weights as they are.
 init_opts : dict, optional
     Options of the ``sparse`` init: ``mode``, ``distribution``, ``gain2``.

@@ -1,4 +1,4 @@
-"""Dynamic sparse training: SET, RigL and the RigL-inverted control (science.md section 3).
+"""Dynamic sparse training: SET, RigL and the RigL-inverted control (docs/science.md section 3).
 
 Every ``update_every`` steps up to the step ``t_end``, each layer drops the
 ``floor(alpha_t * n_active)`` active weights of smallest |w| (``sparsity.floor_count``: a

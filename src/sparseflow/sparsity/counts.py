@@ -1,4 +1,4 @@
-"""Integer counts from fractions: one helper per rounding rule (science.md, counting rules).
+"""Integer counts from fractions: one helper per rounding rule (docs/science.md section 14).
 
 A count is a fraction of an integer: the weights a density keeps (``d * n``), the active
 weights a drop fraction removes (``alpha * n_active``), the step at a fraction of training

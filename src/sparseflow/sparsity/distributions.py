@@ -1,4 +1,4 @@
-"""How a global sparsity is split over layers: uniform, ER, ERK (science.md section 1).
+"""How a global sparsity is split over layers: uniform, ER, ERK (docs/science.md section 1).
 
 Every function here works on shapes only, so it can size masks before any model exists.
 Shapes follow PyTorch: Linear ``(out, in)``, Conv ``(out, in, *kernel)``.

@@ -1,4 +1,4 @@
-"""Initialisations of masked weights (science.md section 2).
+"""Initialisations of masked weights (docs/science.md section 2).
 
 - dense: keep the model's own init, then mask.
 - Liu et al. (2019): W_l <- W_l / sqrt(d_l), i.e. the dense init's variance divided by the

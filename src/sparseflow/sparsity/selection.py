@@ -1,8 +1,8 @@
 """Which weight tensors of a model are sparsified.
 
-Only the weight tensors of Linear and Conv layers are sparsified by default (science.md:
-biases and normalisation parameters stay dense). Parameters keep the names the model gives
-them in ``model.named_parameters()``; those names key every mask.
+Only the weight tensors of Linear and Conv layers are sparsified by default
+(docs/science.md section 1: biases and normalisation parameters stay dense). Parameters keep
+the names the model gives them in ``model.named_parameters()``; those names key every mask.
 """
 
 from __future__ import annotations
