@@ -17,7 +17,10 @@ def test_readme_has_examples():
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_python_block_runs(code, tmp_path, monkeypatch, capsys):
+    from sparseflow.methods import registry
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(registry, "METHODS", dict(registry.METHODS))  # an example registers
     exec(compile(code, str(README), "exec"), {"__name__": "__readme__"})
     out = capsys.readouterr().out
     assert out.strip(), "each example prints its result"
