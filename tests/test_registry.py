@@ -66,6 +66,8 @@ def test_renamed_field_reads_old_stores_and_hashes_under_its_former_name():
     assert typed.former_names(Config) == {"sparse.t_end": "sparse.update_end"}
     with pytest.raises(ValueError, match="renamed to sparse.update_end"):
         config_from_dict({"sparse": {"t_end": 0.5, "update_end": 0.4}})
+    with pytest.raises(ValueError, match="sparse.t_end: renamed to sparse.update_end; give one"):
+        load_config(None, ["sparse.t_end=0.5", "sparse.update_end=0.3"])
 
 
 def test_registry_is_the_one_list_of_methods():
@@ -136,3 +138,14 @@ def test_a_new_method_is_one_class_and_one_registration_line(tmp_path):
     # its own grow score, once per layer per update (a layer with nothing to drop is skipped)
     assert 0 < res["scored"] <= 3 * res["updates"]
     assert res["sparsity"] == pytest.approx(0.9, abs=0.01)
+
+
+def test_sweep_files_may_use_the_former_name(tmp_path):
+    from sparseflow.sweep.spec import expand, load_sweep
+
+    path = tmp_path / "old.yaml"
+    path.write_text("base:\n  method: rigl\ngrid:\n  sparse.t_end: [0.5, 0.6]\n")
+    configs = expand(load_sweep(path))
+    assert [c.sparse.update_end for c in configs] == [0.5, 0.6]
+    assert run_id(configs[0]) == run_id(config_from_dict({"method": "rigl",
+                                                          "sparse": {"t_end": 0.5}}))

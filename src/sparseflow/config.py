@@ -283,7 +283,11 @@ def load_config(
         data = typed.unflatten({typed.canonical(Config, k): v
                                 for k, v in typed.flatten(loaded).items()})
     pairs = dict(typed.parse_override(o) for o in overrides)
-    pairs = {typed.canonical(Config, k): v for k, v in pairs.items()}
+    renamed = typed.former_names(Config)
+    for old, new in renamed.items():
+        if old in pairs and new in pairs:
+            raise ConfigError(f"{old}: renamed to {new}; give one")
+    pairs = {renamed.get(k, k): v for k, v in pairs.items()}
     valid = typed.leaf_names(Config)
     for key in pairs:
         if key not in valid:

@@ -94,7 +94,7 @@ def _axes(path: Path, section: str, raw: Any, valid: list[str]) -> dict[str, lis
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: {section}: expected a mapping of config fields to lists of "
                           f"values, got {type(raw).__name__}")
-    flat = typed.flatten(raw)
+    flat = {typed.canonical(Config, str(k)): v for k, v in typed.flatten(raw).items()}
     out: dict[str, list[Any]] = {}
     for key, values in flat.items():
         if not isinstance(key, str) or key not in valid:
@@ -155,7 +155,7 @@ def load_sweep(path: str | Path) -> Sweep:
     if not isinstance(base_raw, dict):
         raise ConfigError(f"{p}: base: expected a mapping of config fields, got "
                           f"{type(base_raw).__name__}")
-    base = typed.flatten(base_raw)
+    base = {typed.canonical(Config, str(k)): v for k, v in typed.flatten(base_raw).items()}
     for key in base:
         if key not in valid:
             raise ConfigError(f"{p}: base: {key!r} is not a config field{_suggest(key, valid)}")
