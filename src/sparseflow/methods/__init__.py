@@ -14,7 +14,8 @@ made, e.g. ``rigl(): drop_fraction: 1.5 is out of range [0, 1]`` (:class:`Argume
 
 from sparseflow.methods.api import gradual, oneshot, rigl, rigl_inverted, set_training, static
 from sparseflow.methods.at_init import grasp, pruned_at_init, snip, synflow
-from sparseflow.methods.base import ArgumentError, Sparsifier, keep_top, make_grad_fn
+from sparseflow.methods.base import Sparsifier, keep_top, make_grad_fn
+from sparseflow.methods.calls import ArgumentError
 from sparseflow.methods.dynamic import SET, RigL, RigLInverted
 from sparseflow.methods.pruning import (
     GradualPruning,

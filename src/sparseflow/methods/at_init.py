@@ -3,17 +3,14 @@ trained statically (the scores themselves: :mod:`sparseflow.methods.pai`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from sparseflow.methods.base import (
-    Sparsifier,
-    fill_doc,
-    named_call,
-)
+from sparseflow.methods.base import Sparsifier
+from sparseflow.methods.calls import fill_doc, named_call
 from sparseflow.methods.pai import PAI_METHODS
 from sparseflow.sparsity import kept_count, layer_counts, select_weights
 
@@ -113,25 +110,36 @@ include, exclude, dense_first, dense_last, init, init_opts, masking, seed
 """
 
 
-@fill_doc(pai=PAI_OPTIONS_DOC)
-def snip(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    *,
-    batch: tuple[torch.Tensor, torch.Tensor] | None = None,
-    scope: str = "global",
-    sparsity: float = 0.9,
-    distribution: str = "erk",
-    include: Sequence[str] | None = None,
-    exclude: Sequence[str] = (),
-    dense_first: bool = False,
-    dense_last: bool = False,
-    init: str = "dense",
-    init_opts: Mapping[str, Any] | None = None,
-    masking: str = "auto",
-    seed: int = 0,
-) -> Sparsifier:
-    """SNIP (Lee et al. 2019): keep the largest |dL/dw * w| on one batch, train statically.
+def _scored_on_a_batch(method: str, summary: str) -> Callable[..., Sparsifier]:
+    """The factory of a method that scores the weights on one batch (SNIP, GraSP)."""
+
+    def factory(
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+        scope: str = "global",
+        sparsity: float = 0.9,
+        distribution: str = "erk",
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] = (),
+        dense_first: bool = False,
+        dense_last: bool = False,
+        init: str = "dense",
+        init_opts: Mapping[str, Any] | None = None,
+        masking: str = "auto",
+        seed: int = 0,
+    ) -> Sparsifier:
+        with named_call(f"{method}()"):
+            return pruned_at_init(
+                method, model, optimizer, scope=scope, batch=batch, sparsity=sparsity,
+                distribution=distribution, include=include, exclude=exclude,
+                dense_first=dense_first, dense_last=dense_last, init=init, init_opts=init_opts,
+                masking=masking, seed=seed,
+            )
+
+    factory.__name__ = factory.__qualname__ = method
+    factory.__doc__ = f"""{summary}
 
     Parameters
     ----------
@@ -146,60 +154,16 @@ def snip(
     Returns
     -------
     Sparsifier
-        Static training on the SNIP mask.
+        Static training on the {method} mask.
     """
-    with named_call("snip()"):
-        return pruned_at_init(
-            "snip", model, optimizer, scope=scope, batch=batch, sparsity=sparsity,
-            distribution=distribution, include=include, exclude=exclude,
-            dense_first=dense_first, dense_last=dense_last, init=init, init_opts=init_opts,
-            masking=masking, seed=seed,
-        )
+    return fill_doc(factory, pai=PAI_OPTIONS_DOC)
 
 
-@fill_doc(pai=PAI_OPTIONS_DOC)
-def grasp(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    *,
-    batch: tuple[torch.Tensor, torch.Tensor] | None = None,
-    scope: str = "global",
-    sparsity: float = 0.9,
-    distribution: str = "erk",
-    include: Sequence[str] | None = None,
-    exclude: Sequence[str] = (),
-    dense_first: bool = False,
-    dense_last: bool = False,
-    init: str = "dense",
-    init_opts: Mapping[str, Any] | None = None,
-    masking: str = "auto",
-    seed: int = 0,
-) -> Sparsifier:
-    """GraSP (Wang et al. 2020): keep the weights whose removal least reduces the gradient
-    flow, scored on one batch (``methods.pai.grasp_scores``), train statically.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Any module with materialised parameters.
-    optimizer : torch.optim.Optimizer
-        Any torch optimiser over the model's parameters.
-    batch : tuple of (Tensor, Tensor)
-        ``(x, y)``, the batch the weights are scored on (required).
-    %(pai)s
-
-    Returns
-    -------
-    Sparsifier
-        Static training on the GraSP mask.
-    """
-    with named_call("grasp()"):
-        return pruned_at_init(
-            "grasp", model, optimizer, scope=scope, batch=batch, sparsity=sparsity,
-            distribution=distribution, include=include, exclude=exclude,
-            dense_first=dense_first, dense_last=dense_last, init=init, init_opts=init_opts,
-            masking=masking, seed=seed,
-        )
+snip = _scored_on_a_batch(
+    "snip", "SNIP (Lee et al. 2019): keep the largest |dL/dw * w| on one batch, train statically.")
+grasp = _scored_on_a_batch(
+    "grasp", "GraSP (Wang et al. 2020): keep the weights whose removal least reduces the "
+    "gradient flow, scored on one batch (``methods.pai.grasp_scores``), train statically.")
 
 
 @fill_doc(pai=PAI_OPTIONS_DOC)

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseflow.methods.base import GradFn, Sparsifier, check_choice, fill_doc, named_errors
+from sparseflow.methods.base import GradFn, Sparsifier, check_choice
+from sparseflow.methods.calls import fill_doc, named_errors
 from sparseflow.sparsity import MaskSet, floor_count, step_at, topk_indices, topk_mask
 
 DROP_SCHEDULES = ("cosine", "constant", "lr")

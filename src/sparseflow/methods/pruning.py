@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseflow.methods.base import Sparsifier, check_choice, fill_doc, keep_top, named_errors
+from sparseflow.methods.base import Sparsifier, check_choice, keep_top
+from sparseflow.methods.calls import fill_doc, named_errors
 from sparseflow.sparsity import DISTRIBUTIONS, MaskSet, kept_count, layer_counts, topk_mask
 
 SCOPES = ("layer", "global")

@@ -25,7 +25,8 @@ from torch import nn
 
 from sparseflow.methods.api import gradual, oneshot, rigl, rigl_inverted, set_training, static
 from sparseflow.methods.at_init import grasp, snip, synflow
-from sparseflow.methods.base import ArgumentError, Sparsifier, named_call
+from sparseflow.methods.base import Sparsifier
+from sparseflow.methods.calls import ArgumentError, named_call
 from sparseflow.methods.options import (
     COMMON_OPTIONS,
     BuildContext,
