@@ -88,7 +88,7 @@ class Sparsifier:
     Notes
     -----
     ``masking``: ``grads`` zeroes masked gradients before the step (exact for the optimisers
-    of ``sparsity.masks.GRADS_ONLY_EXACT``, because the state at masked positions is reset
+    of ``sparsity.GRADS_ONLY_EXACT``, because the state at masked positions is reset
     whenever a weight is dropped), ``weights`` zeroes masked weights after the step, ``both``
     does both, ``auto`` is ``grads`` where exact and ``both`` elsewhere. One pass per step is
     cheaper than two (benchmarks/masking.py); the trained numbers are the same. ``seed`` gives

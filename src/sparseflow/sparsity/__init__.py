@@ -3,11 +3,12 @@
 Imports only torch, numpy and the standard library.
 """
 
+from .checks import check_masks
 from .counts import floor_count, kept_count, round_half_even, round_half_up, snap, step_at
 from .distributions import DISTRIBUTIONS, layer_counts, layer_densities, raw_density
 from .init import initialize_, liu_scale_, sparse_init_, sparse_variance, unit_fans
-from .masks import GRADS_ONLY_EXACT, MaskSet, check_masks, grads_only_is_exact
-from .optim_state import INITIAL_STATE, reset_optimizer_state
+from .masks import MaskSet
+from .optim_state import GRADS_ONLY_EXACT, INITIAL_STATE, grads_only_is_exact, reset_optimizer_state
 from .selection import SPARSIFIABLE_TYPES, default_weight_names, select_weights
 from .topk import kth_largest, topk_indices, topk_mask
 

@@ -26,82 +26,10 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from .checks import check_masks, check_names
 from .kernels import compiled_mask, mask_
 from .optim_state import Positions, flat_indices, positions_mask, reset_optimizer_state
 from .selection import default_weight_names
-
-
-def check_masks(
-    masks: Mapping[str, torch.Tensor] | MaskSet,
-    params: Mapping[str, torch.Tensor],
-    what: str,
-    *,
-    subset: bool = False,
-    against: str = "parameter",
-) -> dict[str, torch.Tensor]:
-    """Check that ``masks`` fit ``params``; return them as bool tensors on the params' devices.
-
-    ``masks``: ``{name: tensor}`` or a ``MaskSet``. The names must equal those of ``params``
-    (``subset=True``: be among them), every mask must be a tensor of its parameter's shape;
-    a non-bool mask is read as ``mask != 0``. Returns ``{name: detached bool mask}`` in the
-    order of ``params``. Raises a one-line ValueError that starts with ``what`` and names the
-    layer (and both shapes); ``against`` is the word for the tensors of ``params`` in it.
-    """
-    names = list(masks)
-    given = set(names)
-    if subset:
-        for name in names:
-            if name not in params:
-                raise ValueError(f"{what}: mask {name!r} names no {against}")
-    else:
-        missing = [n for n in params if n not in given]
-        extra = [n for n in names if n not in params]
-        if missing or extra:
-            raise ValueError(
-                f"{what}: mask names do not match the {against} names: missing {missing}, "
-                f"extra {extra}"
-            )
-    out: dict[str, torch.Tensor] = {}
-    for name, p in params.items():
-        if name not in given:
-            continue
-        m = masks[name]
-        if not isinstance(m, torch.Tensor):
-            raise ValueError(f"{what}: mask for {name!r} is not a tensor but {type(m).__name__}")
-        if m.shape != p.shape:
-            raise ValueError(
-                f"{what}: mask for {name!r} has shape {tuple(m.shape)} but the {against} has "
-                f"shape {tuple(p.shape)}"
-            )
-        out[name] = m.detach().to(device=p.device, dtype=torch.bool)
-    return out
-
-
-def _check_names(names: Any, params: Mapping[str, torch.Tensor], what: str) -> None:
-    missing = [n for n in params if n not in names]
-    extra = [n for n in names if n not in params]
-    if missing or extra:
-        raise ValueError(f"{what} do not match the parameters: missing {missing}, extra {extra}")
-
-
-# Optimisers whose update is exactly zero for a weight whose gradient, value and state are zero
-# (their rules: every term is a product with g, w or a state that stays 0).
-GRADS_ONLY_EXACT = (
-    torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop,
-    torch.optim.Adagrad, torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam,
-)
-
-
-def grads_only_is_exact(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether masking gradients alone keeps masked weights exactly zero under ``optimizer``.
-
-    True only for the torch optimisers listed in ``GRADS_ONLY_EXACT`` themselves (a subclass
-    may change the rule). For each of them, with every option (momentum, Nesterov, coupled
-    weight decay, ``maximize``, amsgrad, centred RMSprop, Adagrad's lr decay), the update of a
-    weight whose value, gradient and state are zero is zero: every term is a multiple of g, w
-    or a zero state (Adamax divides a zero moment by eps). Anything else gets both passes.
-    """
-    return type(optimizer) in GRADS_ONLY_EXACT
 
 
 class MaskSet:
@@ -142,7 +70,7 @@ class MaskSet:
 
         Positions = the first k entries of a random permutation of range(numel).
         """
-        _check_names(counts, params, "count names")
+        check_names(counts, params, "count names")
         device = generator.device if generator is not None else torch.device("cpu")
         masks = {}
         for name, p in params.items():

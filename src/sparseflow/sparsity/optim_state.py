@@ -118,3 +118,23 @@ def reset_optimizer_state(
                 value.masked_fill_(positions_mask(where, param).to(value.device), v0)
             reset.append(key)
     return reset
+
+
+# Optimisers whose update is exactly zero for a weight whose gradient, value and state are zero
+# (their rules: every term is a product with g, w or a state that stays 0).
+GRADS_ONLY_EXACT = (
+    torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop,
+    torch.optim.Adagrad, torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam,
+)
+
+
+def grads_only_is_exact(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether masking gradients alone keeps masked weights exactly zero under ``optimizer``.
+
+    True only for the torch optimisers listed in ``GRADS_ONLY_EXACT`` themselves (a subclass
+    may change the rule). For each of them, with every option (momentum, Nesterov, coupled
+    weight decay, ``maximize``, amsgrad, centred RMSprop, Adagrad's lr decay), the update of a
+    weight whose value, gradient and state are zero is zero: every term is a multiple of g, w
+    or a zero state (Adamax divides a zero moment by eps). Anything else gets both passes.
+    """
+    return type(optimizer) in GRADS_ONLY_EXACT
