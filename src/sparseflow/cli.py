@@ -1,6 +1,10 @@
 """The ``sparseflow`` command: a thin layer that parses, calls the library and prints.
 
 Bad input (any :class:`sparseflow.errors.UserError`) prints one line on stderr and exits 2.
+
+Longer than ~400 lines on purpose: the parser of every command stands in one place, so that
+``sparseflow --help`` and each sub-command's help read as one document; the commands only call
+the library and print (text formatting: ``analysis/text.py``).
 """
 
 from __future__ import annotations
@@ -249,19 +253,6 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    keys = ("run_id", "status", "method", "dataset", "model", "seed", "steps", "test_accuracy",
-            "test_loss", "train_loss", "wall_seconds", "checkpoint")
-    print("summary:")
-    for k in keys:
-        if k in summary:
-            v = summary[k]
-            print(f"  {k:14s} {v:.4f}" if isinstance(v, float) else f"  {k:14s} {v}")
-    for k, v in summary.items():
-        if k not in keys and not isinstance(v, dict | list):
-            print(f"  {k:14s} {v:.4f}" if isinstance(v, float) else f"  {k:14s} {v}")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from sparseflow.config import load_config, run_id
     from sparseflow.training.distributed import dist_info
@@ -283,7 +274,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if main_rank and args.json:
         print(json.dumps(_finite(summary), sort_keys=True))
     elif main_rank:
-        _print_summary(summary)
+        from sparseflow.analysis.text import summary_text
+
+        print(summary_text(summary))
     return 0 if summary.get("status") in ("finished", "diverged") else 1
 
 
@@ -307,6 +300,7 @@ def _open_store(root: str | None, must_exist: bool = True):  # noqa: ANN202
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from sparseflow.analysis.text import run_text, runs_table
     from sparseflow.store.database import effective_status
 
     if args.runs_command is None:
@@ -322,15 +316,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 for r in rows:
                     print(json.dumps({k: r[k] for k in ("run_id", "status", "method", "dataset",
                                                          "model", "seed", "summary")}))
-                return 0
-            print(f"{'run_id':14s} {'status':11s} {'method':10s} {'model':10s} "
-                  f"{'dataset':14s} {'seed':>4s} {'steps':>7s} {'test_acc':>8s}")
-            for r in rows:
-                s = r.get("summary") or {}
-                acc = s.get("test_accuracy")
-                print(f"{r['run_id']:14s} {r['status']:11s} {r['method'] or '':10s} "
-                      f"{r['model'] or '':10s} {r['dataset'] or '':14s} {r['seed']!s:>4s} "
-                      f"{s.get('steps', ''):>7} {'' if acc is None else f'{acc:.4f}':>8s}")
+            else:
+                print(runs_table(rows))
             return 0
         if args.runs_command == "show":
             rid = store.resolve(args.run_id)
@@ -339,30 +326,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
             metrics = store.metrics(rid)
             if args.json:
                 print(json.dumps({**run, "metrics": metrics}, sort_keys=True))
-                return 0
-            import yaml
-
-            print(f"run {rid}  status {run['status']}")
-            print(yaml.safe_dump({"config": run["config"]}, sort_keys=False), end="")
-            if run.get("summary"):
-                _print_summary(run["summary"])
-            evals = [m for m in metrics if m["name"] in ("test_accuracy", "test_loss",
-                                                          "train_loss", "train_accuracy")]
-            by_step: dict[int, dict[str, float]] = {}
-            for m in evals:
-                by_step.setdefault(m["step"], {})[m["name"]] = m["value"]
-            if by_step:
-                print(f"{'step':>8s} {'train_loss':>10s} {'train_acc':>9s} {'test_loss':>9s} "
-                      f"{'test_acc':>8s}")
-                for step, v in sorted(by_step.items()):
-                    def f(k: str, v: dict = v) -> str:
-                        return "" if v.get(k) is None else f"{v[k]:.4f}"
-                    print(f"{step:8d} {f('train_loss'):>10s} {f('train_accuracy'):>9s} "
-                          f"{f('test_loss'):>9s} {f('test_accuracy'):>8s}")
-            others = sorted({m["name"] for m in metrics} - {m["name"] for m in evals})
-            if others:
-                print(f"other metrics ({len(others)}): {', '.join(others[:20])}"
-                      + (" ..." if len(others) > 20 else ""))
+            else:
+                print(run_text(run, metrics))
             return 0
         if args.runs_command == "export":
             from sparseflow.store.export import export_table
@@ -381,45 +346,9 @@ def _root(args: argparse.Namespace) -> Path:
     return Path(args.root) if args.root else default_root()
 
 
-def _show_table(res: dict[str, Any]) -> None:
-    print(res["table"])
-    print(f"written to {res['dir']}")
-
-
-def _show_interpolation(res: dict[str, Any]) -> None:
-    print(f"{res['a']} -> {res['b']} on {res['split']} (mask {res['mask']})")
-    print(f"{'alpha':>7s} {'loss':>9s} {'acc':>7s}")
-    for al, lo, ac in zip(res["alphas"], res["loss"], res["accuracy"], strict=True):
-        print(f"{al:7.3f} {lo:9.4f} {ac:7.4f}")
-    print(f"barrier {res['barrier']:.4f} at alpha {res['barrier_alpha']:.3f}; "
-          f"monotone: {res['monotone']}; written to {res['dir']}")
-
-
-def _show_curve(res: dict[str, Any]) -> None:
-    print(f"{res['kind']} curve in the {res['subspace']} subspace, {res['a']} -> {res['b']}")
-    print(f"{'t':>6s} {'curve loss':>10s} {'line loss':>10s}")
-    for t, lc, ll in zip(res["ts"], res["loss"], res["linear_loss"], strict=True):
-        print(f"{t:6.3f} {lc:10.4f} {ll:10.4f}")
-    print(f"max loss: curve {res['max_loss']:.4f} (t={res['max_t']:.2f}), "
-          f"line {res['linear_max_loss']:.4f}; written to {res['dir']}")
-
-
-def _show_hessian(res: dict[str, Any]) -> None:
-    print(f"run {res['run_id']} step {res['step']}: {res['n_active']} active weights")
-    print("top eigenvalues:    " + "  ".join(f"{v:.5g}" for v in res["top"]))
-    print("bottom eigenvalues: " + "  ".join(f"{v:.5g}" for v in res["bottom"]))
-    print(f"g^T H g {res['gHg']:.5g}   g^T H g / g^T g {res['gHg_over_gg']:.5g}   "
-          f"trace {res['trace']:.5g} +- {res['trace_std']:.2g}")
-    if res["per_layer"]:
-        print(f"{'layer':32s} {'active':>8s} {'top1':>10s} {'bottom1':>10s} {'trace':>10s}")
-        for name, r in res["per_layer"].items():
-            top = r["top"][0] if r["top"] else float("nan")
-            bot = r["bottom"][0] if r["bottom"] else float("nan")
-            print(f"{name:32s} {r['n_active']:8d} {top:10.4g} {bot:10.4g} {r['trace']:10.4g}")
-
-
 def cmd_analyze(args: argparse.Namespace) -> int:
     from sparseflow.analysis import runs as analyses
+    from sparseflow.analysis.text import curve_text, hessian_text, interpolation_text, table_text
 
     cmd = args.analyze_command
     if cmd is None:
@@ -430,26 +359,26 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             pass  # a clear error when there is no store
     root = _root(args)
     if cmd == "correlate":
-        res, show = analyses.correlate(root, args.file), _show_table
+        res, show = analyses.correlate(root, args.file), table_text
     elif cmd == "interpolate":
         res = analyses.interpolate_runs(root, args.a, args.b, alphas=args.alphas,
                                         split=args.split, mask=args.mask,
                                         bn_reset=not args.no_bn_reset, out=args.out)
-        show = _show_interpolation
+        show = interpolation_text
     elif cmd == "curve":
         res = analyses.curve_runs(root, args.a, args.b, kind=args.kind, subspace=args.subspace,
                                   epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                   seed=args.seed, points=args.points, out=args.out,
                                   progress=not args.no_progress)
-        show = _show_curve
+        show = curve_text
     elif cmd == "compare":
-        res, show = analyses.compare_runs(root, args.runs, out=args.out), _show_table
+        res, show = analyses.compare_runs(root, args.runs, out=args.out), table_text
     elif cmd == "hessian":
         spec = args.run_id if args.step is None else f"{args.run_id}@{args.step}"
         res = analyses.hessian_of_run(root, spec, top_k=args.top_k, include_biases=args.biases,
                                       samples=args.samples, per_layer=not args.no_per_layer,
                                       batch_size=args.batch_size)
-        show = _show_hessian
+        show = hessian_text
     elif cmd == "signal":
         try:
             shape = tuple(int(v) for v in args.input_shape.split(","))
@@ -459,14 +388,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         res = analyses.signal_study(root, args.model, args.sparsities, args.inits,
                                     masks=args.masks, repeats=args.repeats, batch=args.batch,
                                     seed=args.seed, input_shape=shape, out=args.out)
-        show = _show_table
+        show = table_text
     else:
         return EXIT_USAGE
     if args.json:
         print(json.dumps(_finite({k: v for k, v in res.items() if k != "table"}),
                          sort_keys=True))
     else:
-        show(res)
+        print(show(res))
     return 0
 
 
@@ -539,11 +468,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_finite(res), sort_keys=True))
         return 0
-    print(f"{res['paper']} at {res['scale']} scale")
-    for c in res["claims"]:
-        print(f"claim {c['number']}: {c['verdict'].upper()}: {c['text']}")
-        print(f"    {c['measured']}")
-    print(f"written to {res['dir']}" + (f"; report {res['report']}" if res["report"] else ""))
+    from sparseflow.analysis.text import claims_text
+
+    print(claims_text(res))
     return 0
 
 

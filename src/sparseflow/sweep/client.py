@@ -1,5 +1,9 @@
 """Running a sweep on Dask distributed: workers train, the client alone writes the store.
 
+(Kept whole at ~420 lines: the client's scheduling, fault handling and store writes are one
+state machine over the same bookkeeping; the worker side is ``sweep/worker.py``, the Dask
+connection ``sweep/cluster.py``.)
+
 Roles
 -----
 * The **client** (:func:`run_sweep`) expands the sweep, skips runs the store already holds as
