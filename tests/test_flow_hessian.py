@@ -1,4 +1,5 @@
-"""flow.hessian: restricted Hessian spectra, g^T H g and traces against a dense Hessian."""
+"""flow.hessian, flow.hvp, flow.lanczos: restricted Hessian spectra, g^T H g and traces
+against a dense Hessian."""
 
 from __future__ import annotations
 
@@ -11,13 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from sparseflow.flow.hessian import (
-    hessian_eigenvalues,
-    hessian_report,
-    hutchinson,
-    hvp_fn,
-    lanczos,
-)
+from sparseflow.flow.hessian import hessian_eigenvalues, hessian_report
+from sparseflow.flow.hvp import hvp_fn
+from sparseflow.flow.lanczos import hutchinson, lanczos
 from sparseflow.models import MLP
 
 N_EX = 30

@@ -1,4 +1,5 @@
-"""Tests of sparseflow.landscape.compare (solution comparison: lottery-ticket analyses)."""
+"""Tests of sparseflow.landscape.compare and .metrics (solution comparison: lottery-ticket
+analyses)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,9 @@ from torch import nn
 
 from sparseflow.analysis.tables import comparison_table
 from sparseflow.data import load_dataset
-from sparseflow.landscape.compare import (
-    Comparison,
+from sparseflow.landscape.compare import Comparison, compare_models
+from sparseflow.landscape.metrics import (
     accuracy,
-    compare_models,
     cosine_distance,
     disagreement,
     ensemble_accuracy,

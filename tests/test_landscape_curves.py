@@ -1,4 +1,5 @@
-"""Bezier / polygonal-chain curves between solutions (landscape/curves.py)."""
+"""Bezier / polygonal-chain curves between solutions (landscape/curves.py,
+landscape/curve_fit.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparseflow.landscape.curve_fit import fit_curve
 from sparseflow.landscape.curves import (
     bezier_point,
     curve_coefficients,
     curve_point,
     curve_state,
     evaluate_curve,
-    fit_curve,
     polychain_point,
 )
-from sparseflow.landscape.paths import evaluate_state, linear_path
+from sparseflow.landscape.evaluation import evaluate_state
+from sparseflow.landscape.paths import linear_path
 from sparseflow.models import build_model
 from sparseflow.sparsity import default_weight_names
 

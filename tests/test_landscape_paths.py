@@ -1,4 +1,5 @@
-"""Linear interpolation, barriers, mask rules and BatchNorm re-estimation (landscape/paths.py)."""
+"""Linear interpolation, barriers, mask rules and BatchNorm re-estimation (landscape/paths.py,
+landscape/evaluation.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparseflow.grids import parse_grid
+from sparseflow.landscape.evaluation import evaluate_state, reset_bn_
 from sparseflow.landscape.paths import (
     combine_masks,
-    evaluate_state,
     interpolate_states,
     is_monotone,
     linear_path,
     path_barrier,
-    reset_bn_,
 )
 from sparseflow.models import build_model
 from sparseflow.sparsity import MaskSet

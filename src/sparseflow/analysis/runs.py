@@ -211,7 +211,7 @@ def curve_runs(root: str | Path, spec_a: str, spec_b: str, *, kind: str = "bezie
                batch_size: int = 128, seed: int = 0, points: int = 21,
                out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Fit a Bezier or polygonal-chain curve between two runs and compare it with the line."""
-    from sparseflow.landscape.curves import fit_curve
+    from sparseflow.landscape.curve_fit import fit_curve
     from sparseflow.landscape.paths import combine_masks, linear_path
     from sparseflow.plots import plot_lines
 

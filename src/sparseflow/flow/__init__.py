@@ -3,7 +3,8 @@
 Pure functions of (model, masks, batch); nothing here knows about the training loop.
 """
 
-from sparseflow.flow.hessian import HessianReport, hessian_eigenvalues, hessian_report, hvp_fn
+from sparseflow.flow.hessian import HessianReport, hessian_eigenvalues, hessian_report
+from sparseflow.flow.hvp import hvp_fn
 from sparseflow.flow.norms import dense_gradients, gradient_flow, norms_from_gradients
 from sparseflow.flow.signal import heterogeneous_masks, output_std, signal_propagation
 

@@ -5,7 +5,7 @@ curve copies of layers.
 """
 
 from sparseflow.landscape.compare import Comparison, compare_models
-from sparseflow.landscape.curves import CurveResult, fit_curve
+from sparseflow.landscape.curve_fit import CurveResult, fit_curve
 from sparseflow.landscape.paths import PathResult, combine_masks, linear_path
 
 __all__ = [
