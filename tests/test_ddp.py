@@ -59,6 +59,10 @@ def _worker(rank: int, world: int, port: int, method: str, out: str) -> None:
                        "nnz": int(flat_masks.sum())}, fh)
     dist.barrier()  # no rank tears gloo down while another still talks to it
     dist.destroy_process_group()
+    # Skip the interpreter's teardown: about one run in six, a C++ thread of this torch build
+    # was still joinable at exit ("terminate called without an active exception", SIGABRT)
+    # after all the work above was done and checked (seen before and after the package moves).
+    os._exit(0)
 
 
 @pytest.mark.parametrize("method", ["rigl", "set"])
