@@ -15,7 +15,7 @@ mask read, not the pass over the gradients (benchmarks/masking.py: a pass that m
 gradients by the scalar 1 costs ~2% of a dense step, the float32 factor multiply ~5.5%); the
 bool-mask loop took static sparse training from ~1.055x to ~1.044x a dense step. torch's own
 kernels for a 1-byte mask are slower than the float32 multiply (``mul_`` by a uint8 / bool mask,
-``masked_fill_``, ``torch.where``: docs/results/issue3-masking.md), hence a compiled loop.
+``masked_fill_``, ``torch.where``: docs/results/masking.md), hence a compiled loop.
 
 Both give the same values except at masked positions, where the loop writes +0.0 and the
 multiply gives -0.0 for negative entries and keeps NaN / inf (NaN * 0).
