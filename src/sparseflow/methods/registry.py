@@ -160,7 +160,13 @@ def sparsify(method: str, model: nn.Module, optimizer: torch.optim.Optimizer,
         options) or a bad value.
     """
     call = f"sparsify({method!r})"
-    attachable = [n for n, s in METHODS.items() if s.factory is not None and n != "lottery"]
+    # a method whose factory an earlier one already has (lottery: static) differs only in
+    # what the run gives it (masks and weights of its sources): not attachable on its own
+    first: dict[Factory, str] = {}
+    for n, spec in METHODS.items():
+        if spec.factory is not None:
+            first.setdefault(spec.factory, n)
+    attachable = list(first.values())
     if method not in attachable:
         raise ArgumentError(call, f"method: unknown {method!r}; valid: {', '.join(attachable)}")
     valid = options_of(method)

@@ -28,9 +28,15 @@ from torch import nn
 from sparseflow.config import Config, Duration, SparseConfig, run_id
 from sparseflow.errors import ConfigError, UserError
 from sparseflow.methods import magnitude_masks
-from sparseflow.methods.options import GradualOptions, SelectionOptions, Source
+from sparseflow.methods.options import (
+    GradualOptions,
+    LotteryOptions,
+    SelectionOptions,
+    Source,
+    StaticOptions,
+)
 from sparseflow.methods.registry import method_spec
-from sparseflow.sparsity import check_masks
+from sparseflow.sparsity import MaskSet, check_masks
 from sparseflow.store.checkpoint import list_checkpoints, load_checkpoint
 from sparseflow.store.database import Store
 from sparseflow.store.paths import store_path
@@ -201,3 +207,26 @@ def lottery_ticket(cfg: Config, model: nn.Module, params: dict[str, torch.Tensor
     if missing.missing_keys or missing.unexpected_keys:
         raise ConfigError("lottery: the source run's model does not match this model")
     return masks, {"ticket_source": src["run_id"]}
+
+
+def inherited(cfg: Config, model: nn.Module, params: dict[str, torch.Tensor],
+              execute: Executor, root: Path, steps_per_epoch: int
+              ) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
+    """(masks, summary info) that run ``cfg`` takes from other runs before it trains.
+
+    Decided by the method's option classes, not its name: a method with
+    :class:`~sparseflow.methods.options.LotteryOptions` gets a ticket (its weights rewound
+    here), one with :class:`~sparseflow.methods.options.StaticOptions` the masks
+    ``sparse.mask`` names (shuffled within each layer with ``sparse.shuffle_mask``, seeded by
+    the run's seed); any other method: nothing (None: it draws its own).
+    """
+    options = method_spec(cfg.method).options
+    if any(issubclass(c, LotteryOptions) for c in options):
+        return lottery_ticket(cfg, model, params, execute, steps_per_epoch)
+    if any(issubclass(c, StaticOptions) for c in options):
+        masks = resolve_masks(cfg, params, execute, root)
+        if masks is not None and cfg.sparse.shuffle_mask:
+            g = torch.Generator().manual_seed(cfg.seed)
+            masks = MaskSet(params, masks).shuffled(g).masks
+        return masks, {}
+    return None, {}

@@ -21,9 +21,9 @@ from sparseflow.errors import ConfigError, UserError
 from sparseflow.methods import Sparsifier
 from sparseflow.methods.options import BuildContext, SelectionOptions, SparseInitOptions
 from sparseflow.methods.registry import method_spec
-from sparseflow.sparsity import MaskSet, layer_counts, select_weights
+from sparseflow.sparsity import layer_counts, select_weights
 from sparseflow.training.callbacks import Callback
-from sparseflow.training.lineage import Executor, lottery_ticket, resolve_masks
+from sparseflow.training.lineage import Executor, inherited
 
 TOPOLOGY = "topology/"
 
@@ -111,10 +111,11 @@ def build_sparsifier(cfg: Config, model: nn.Module, optimizer: torch.optim.Optim
                      root: Path) -> tuple[Sparsifier | None, dict[str, Any]]:
     """The sparsifier of ``cfg.method`` (None for dense training) and summary info.
 
-    The masks come from the method's sources first: ``sparse.mask`` for static training, the
-    ticket for ``lottery`` (whose weights are rewound here), the SC-SDC counts for
-    ``distribution=scsdc``. A ValueError of the layers below (an impossible distribution, a
-    bad layer name) becomes a one-line ConfigError naming the method.
+    The masks come from the SC-SDC counts for ``distribution=scsdc``, else from what the
+    method inherits from other runs (:func:`~sparseflow.training.lineage.inherited`: the
+    masks ``sparse.mask`` names, or a lottery ticket whose weights are rewound here). A
+    ValueError of the layers below (an impossible distribution, a bad layer name) becomes a
+    one-line ConfigError naming the method.
     """
     spec = method_spec(cfg.method)
     if spec.factory is None:
@@ -122,7 +123,7 @@ def build_sparsifier(cfg: Config, model: nn.Module, optimizer: torch.optim.Optim
     try:
         common = _common(cfg)
         info: dict[str, Any] = {}
-        masks = None
+        params = select_weights(model, **selection(cfg))
         if cfg.distribution == "scsdc":
             from sparseflow.training.scsdc import scsdc_masks
 
@@ -130,14 +131,8 @@ def build_sparsifier(cfg: Config, model: nn.Module, optimizer: torch.optim.Optim
             masks = scsdc_masks(cfg, model, data.input_shape, data.num_classes, g)
             common.update(distribution="uniform",
                           init="keep" if cfg.init == "matched" else cfg.init)
-        elif cfg.method == "static":
-            masks = resolve_masks(cfg, select_weights(model, **selection(cfg)), execute, root)
-            if masks is not None and cfg.sparse.shuffle_mask:
-                g = torch.Generator().manual_seed(cfg.seed)
-                masks = MaskSet(select_weights(model, **selection(cfg)), masks).shuffled(g).masks
-        elif cfg.method == "lottery":
-            masks, info = lottery_ticket(cfg, model, select_weights(model, **selection(cfg)),
-                                         execute, steps_per_epoch)
+        else:
+            masks, info = inherited(cfg, model, params, execute, root, steps_per_epoch)
         ctx = BuildContext(model=model, total_steps=total_steps, input_shape=data.input_shape,
                            heldout=data.heldout, selection=selection(cfg), masks=masks)
         return spec.build(model, optimizer, cfg.sparse, ctx, **common), info
