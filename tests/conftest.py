@@ -19,7 +19,10 @@ def root(tmp_path):
 
 @pytest.fixture
 def stop_after():
-    """A callback class that interrupts training (KeyboardInterrupt) after a given step."""
+    """A callback class that sends the process SIGINT (as Ctrl-C would) after a given step: the
+    run stops at that step boundary, saves a checkpoint there and raises Interrupted."""
+    import signal
+
     from sparseflow.training.callbacks import Callback
 
     class StopAfter(Callback):
@@ -30,7 +33,7 @@ def stop_after():
 
         def after_step(self, trainer):
             if trainer.step == self.step:
-                raise KeyboardInterrupt
+                signal.raise_signal(signal.SIGINT)
 
     return StopAfter
 

@@ -505,9 +505,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"sparseflow: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("sparseflow: interrupted (checkpoint saved; run the same command to resume)",
-              file=sys.stderr)
+    except KeyboardInterrupt as e:
+        from sparseflow.training.interrupts import Interrupted
+
+        if isinstance(e, Interrupted):
+            print(f"sparseflow: interrupted at step {e.step} (checkpoint saved; run the same "
+                  "command to resume)", file=sys.stderr)
+        else:
+            print("sparseflow: aborted (nothing saved since the last checkpoint; run the same "
+                  "command to resume from it)", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

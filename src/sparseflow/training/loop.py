@@ -31,6 +31,7 @@ from sparseflow.store.checkpoint import (
 )
 from sparseflow.training import optim as optim_mod
 from sparseflow.training.callbacks import Callback, overriding
+from sparseflow.training.interrupts import Interrupted, StopRequest
 
 _MIX = 1_000_003
 
@@ -125,6 +126,7 @@ class Trainer:
         self._perm: torch.Tensor | None = None
         self.last_eval: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
+        self.stop = StopRequest()  # set by a deferred SIGINT/SIGTERM (training/interrupts.py)
         # the training data lives on the device once (it is small for these datasets)
         self.x_train = data.x_train.to(device)
         self.y_train = data.y_train.to(device)
@@ -299,6 +301,11 @@ class Trainer:
                 if (self.step % self.ckpt_steps == 0 or self.step == total
                         or self.step in self.extra_ckpts):
                     self.save()
+                if self.stop.requested:  # a signal arrived during this step: stop here, whole
+                    if (self.last_checkpoint is None
+                            or self.last_checkpoint.name != checkpoint_name(self.step)):
+                        self.save()
+                    raise Interrupted(self.step)
         finally:
             bar.close()
         return self.summary()

@@ -8,7 +8,7 @@ already finished returns its stored summary; starting one that has checkpoints r
 from __future__ import annotations
 
 import os
-import signal
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +28,7 @@ from sparseflow.store.recorder import Recorder, StoreRecorder
 from sparseflow.training.callbacks import Callback, TensorBoardCallback
 from sparseflow.training.distributed import dist_info, ensure_process_group, wrap
 from sparseflow.training.flow_callback import FlowCallback
+from sparseflow.training.interrupts import deferred_interrupts
 from sparseflow.training.loop import Diverged, Trainer
 from sparseflow.training.optim import build_optimizer
 from sparseflow.training.sparsifier import (
@@ -141,21 +142,82 @@ def flush_denormal(enabled: bool) -> Iterator[None]:
         torch.set_flush_denormal(before)
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so a terminated run checkpoints and says so."""
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+def _setup(cfg: Config, rid: str, root: Path, store: Store, existing: dict[str, Any] | None, *,
+           progress: bool, echo: Callable[[str], None] | None, force: bool,
+           callbacks: list[Callback] | None, recorder: Recorder | None,
+           ) -> tuple[Trainer, Recorder, dict[str, Any], Any, Callable[[str], None] | None]:
+    """Everything before the first step: device, data, model, optimiser, the method (training
+    its source runs first) and the measuring callbacks. Returns (trainer, recorder, summary
+    info, distributed info, echo)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dist = dist_info()
+    device = resolve_device(cfg.device)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    ensure_process_group(dist, device)
+    if not dist.main:
+        echo = None
+        rec: Recorder = Recorder()
+    else:
+        rec = recorder if recorder is not None else StoreRecorder(store)
+    data = load_data(cfg)
+    info: dict[str, Any] = {}
+    widths = None
+    if method_spec(cfg.method).narrows_model:
+        try:
+            widths = small_dense_widths(cfg, data)
+        except ValueError as e:
+            if isinstance(e, UserError):
+                raise
+            raise ConfigError(f"method=small_dense: {e}") from None
+        info["small_dense_widths"] = widths
+    model = make_model(cfg, data, widths).to(device)
+    optimizer = build_optimizer(cfg.optim, model)
+    cbs: list[Callback] = list(callbacks or [])
+    rdir = run_dir(root, rid)
+    if force and existing:
+        shutil.rmtree(rdir / "checkpoints", ignore_errors=True)
+    if cfg.log.tensorboard:
+        cbs.append(TensorBoardCallback(str(rdir / "tensorboard")))
+    rdir.mkdir(parents=True, exist_ok=True)
+    cfg_file = rdir / "config.yaml"
+    tmp = cfg_file.with_suffix(".yaml.tmp")
+    tmp.write_text(config_to_yaml(cfg))
+    os.replace(tmp, cfg_file)
 
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    trainer = Trainer(
+        cfg, model, optimizer, data, device=device, callbacks=cbs, run_dir=rdir,
+        log_fn=lambda rows: rec.log(rid, rows),
+        progress=progress and dist.main, echo=echo or (None if dist.main else _silent),
+        rank=dist.rank, world=dist.world,
+    )
+
+    def run_source(src: Config) -> dict[str, Any]:
+        if echo is not None:
+            echo(f"run {rid} needs source run {run_id(src)} ({src.method}, seed {src.seed})")
+        out = execute(src, root=root, progress=progress, echo=echo, recorder=recorder)
+        if out.get("status") != "finished":
+            raise UserError(f"source run {out.get('run_id')} ended {out.get('status')}")
+        return out
+
+    sparsifier, extra = build_sparsifier(
+        cfg, model, optimizer, data, trainer.total_steps, trainer.steps_per_epoch,
+        run_source, root,
+    )
+    info.update(extra)
+    if sparsifier is not None:
+        trainer.callbacks.insert(0, SparsifierCallback(sparsifier))
+    if cfg.flow.enabled and data.heldout:
+        x, y = data.heldout[0]
+        f = cfg.flow
+        trainer.callbacks.insert(1 if sparsifier is not None else 0, FlowCallback(
+            x.to(device), y.to(device), every=f.every, total_steps=trainer.total_steps,
+            points=f.points, around_updates=f.around_updates, per_layer=f.per_layer,
+            per_active=f.per_active, mode=f.mode))
+    torch.manual_seed(cfg.seed)  # the same global RNG state whether sources ran or not
+    trainer.model = wrap(model, dist, device)
+    return trainer, rec, info, dist, echo
 
 
 def execute(
@@ -176,81 +238,21 @@ def execute(
     """
     root = Path(root) if root is not None else default_root()
     rid = run_id(cfg)
-    with Store(store_path(root)) as store, run_lock(run_dir(root, rid), echo):
+    rdir = run_dir(root, rid)
+    fresh = not rdir.exists()
+    with Store(store_path(root)) as store, run_lock(rdir, echo):
         existing = store.get_run(rid)
         if existing and existing["status"] == "finished" and not force and existing["summary"]:
             return existing["summary"]
 
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        dist = dist_info()
-        device = resolve_device(cfg.device)
-        if dist.enabled and device.type == "cuda":
-            device = torch.device("cuda", dist.local_rank)
-        ensure_process_group(dist, device)
-        if not dist.main:
-            echo = None
-            rec: Recorder = Recorder()
-        else:
-            rec = recorder if recorder is not None else StoreRecorder(store)
-        data = load_data(cfg)
-        info: dict[str, Any] = {}
-        widths = None
-        if method_spec(cfg.method).narrows_model:
-            try:
-                widths = small_dense_widths(cfg, data)
-            except ValueError as e:
-                if isinstance(e, UserError):
-                    raise
-                raise ConfigError(f"method=small_dense: {e}") from None
-            info["small_dense_widths"] = widths
-        model = make_model(cfg, data, widths).to(device)
-        optimizer = build_optimizer(cfg.optim, model)
-        cbs: list[Callback] = list(callbacks or [])
-        rdir = run_dir(root, rid)
-        if force and existing:
-            import shutil
-
-            shutil.rmtree(rdir / "checkpoints", ignore_errors=True)
-        if cfg.log.tensorboard:
-            cbs.append(TensorBoardCallback(str(rdir / "tensorboard")))
-        rdir.mkdir(parents=True, exist_ok=True)
-        cfg_file = rdir / "config.yaml"
-        tmp = cfg_file.with_suffix(".yaml.tmp")
-        tmp.write_text(config_to_yaml(cfg))
-        os.replace(tmp, cfg_file)
-
-        trainer = Trainer(
-            cfg, model, optimizer, data, device=device, callbacks=cbs, run_dir=rdir,
-            log_fn=lambda rows: rec.log(rid, rows),
-            progress=progress and dist.main, echo=echo or (None if dist.main else _silent),
-            rank=dist.rank, world=dist.world,
-        )
-
-        def run_source(src: Config) -> dict[str, Any]:
-            if echo is not None:
-                echo(f"run {rid} needs source run {run_id(src)} ({src.method}, seed {src.seed})")
-            out = execute(src, root=root, progress=progress, echo=echo, recorder=recorder)
-            if out.get("status") != "finished":
-                raise UserError(f"source run {out.get('run_id')} ended {out.get('status')}")
-            return out
-
-        sparsifier, extra = build_sparsifier(
-            cfg, model, optimizer, data, trainer.total_steps, trainer.steps_per_epoch,
-            run_source, root,
-        )
-        info.update(extra)
-        if sparsifier is not None:
-            trainer.callbacks.insert(0, SparsifierCallback(sparsifier))
-        if cfg.flow.enabled and data.heldout:
-            x, y = data.heldout[0]
-            f = cfg.flow
-            trainer.callbacks.insert(1 if sparsifier is not None else 0, FlowCallback(
-                x.to(device), y.to(device), every=f.every, total_steps=trainer.total_steps,
-                points=f.points, around_updates=f.around_updates, per_layer=f.per_layer,
-                per_active=f.per_active, mode=f.mode))
-        torch.manual_seed(cfg.seed)  # the same global RNG state whether sources ran or not
-        trainer.model = wrap(model, dist, device)
+        try:
+            trainer, rec, info, dist, echo = _setup(
+                cfg, rid, root, store, existing, progress=progress, echo=echo, force=force,
+                callbacks=callbacks, recorder=recorder)
+        except BaseException:
+            if fresh:  # a config that fails during set-up leaves nothing behind
+                shutil.rmtree(rdir, ignore_errors=True)
+            raise
         rec.start(rid, to_dict(cfg))
         head = {"run_id": rid, "method": cfg.method, "dataset": cfg.dataset,
                 "model": cfg.model, "seed": cfg.seed}
@@ -260,10 +262,12 @@ def execute(
                 torch.distributed.barrier()  # every rank has read the checkpoint
             if resumed and echo is not None:
                 echo(f"resuming run {rid} from step {trainer.step}")
-            with _sigterm_as_interrupt(), flush_denormal(cfg.train.flush_denormal):
+            with deferred_interrupts(trainer.stop), flush_denormal(cfg.train.flush_denormal):
                 summary = trainer.fit()
         except KeyboardInterrupt:
-            trainer.save()
+            # Interrupted: saved at a step boundary; a bare KeyboardInterrupt (a second
+            # signal, or one outside training): nothing saved, the last checkpoint is whole
+            trainer.flush()
             rec.status(rid, "interrupted")
             raise
         except Diverged as d:
