@@ -142,3 +142,18 @@ def test_memory_recorder_leaves_the_store_alone_until_replayed(root, tmp_path):
     direct = execute(cfg, root=tmp_path / "direct", progress=False)
     with Store(tmp_path / "direct" / "sparseflow.db") as st:
         assert st.metrics(direct["run_id"]) == got
+
+
+def test_redirected_output_has_epoch_lines_and_no_progress_bar(tmp_path):
+    """Progress bars only on a terminal: a run whose output goes to a file (as in a cluster
+    log) writes one line per epoch and no carriage-return debris."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "sparseflow", "run", "--root", str(tmp_path),
+                          "--set", *SMALL, "train.duration=3ep"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-1000:]
+    assert "\r" not in out.stdout + out.stderr
+    epochs = [ln for ln in out.stdout.splitlines() if ln.startswith("epoch ")]
+    assert len(epochs) == 3

@@ -193,7 +193,8 @@ def fit_curve(
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)
             model.train()
-            bar = tqdm(range(epochs), desc=f"{kind} curve ({subspace})", disable=not progress)
+            bar = tqdm(range(epochs), desc=f"{kind} curve ({subspace})",
+                       disable=None if progress else True)  # a bar only on a terminal
             for _ in bar:
                 perm = torch.randperm(n, generator=gen)
                 total, seen = 0.0, 0

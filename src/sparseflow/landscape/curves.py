@@ -204,7 +204,8 @@ def evaluate_curve(
     use_bn = bn_reset and bool(bn_modules(model))
     bx = (x if bn_x is None else bn_x) if use_bn else None
     losses, accs = [], []
-    for t in tqdm(ts, desc="curve eval", disable=not progress, leave=False):
+    for t in tqdm(ts, desc="curve eval", disable=None if progress else True,
+                  leave=False):
         st = curve_state(model, state_a, state_b, control, t, kind=kind, masks=masks)
         loss, acc = evaluate_state(model, st, x, y, batch_size=batch_size, bn_x=bx)
         losses.append(loss)

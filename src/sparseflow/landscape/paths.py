@@ -283,7 +283,8 @@ def linear_path(
         return evaluate_state(model, theta, x, y, batch_size=batch_size, bn_x=bn_x)
 
     cache: dict[float, tuple[float, float]] = {}
-    for a in tqdm(alphas, desc="linear path", disable=not progress, leave=False):
+    for a in tqdm(alphas, desc="linear path", disable=None if progress else True,
+                  leave=False):
         if a not in cache:
             cache[a] = evaluate(a)
     for a in (0.0, 1.0):

@@ -280,7 +280,8 @@ def _progress(total: int, enabled: bool) -> Iterator[Any]:
         return
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, desc="sweep")
+    bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, desc="sweep",
+               disable=None)  # a bar only on a terminal
     try:
         yield bar
     finally:

@@ -267,8 +267,9 @@ class Trainer:
         manual_decay = optim_mod.needs_manual_decay(opt)
         total = self.total_steps
         sched = (cfg.optim.schedule, self.warmup, tuple(cfg.optim.milestones), cfg.optim.gamma)
-        bar = tqdm(total=total, initial=self.step, disable=not self.progress, file=sys.stderr,
-                   mininterval=0.5, unit="step", dynamic_ncols=True, leave=False)
+        # a bar only on a terminal (disable=None): a redirected log gets the epoch lines alone
+        bar = tqdm(total=total, initial=self.step, disable=None if self.progress else True,
+                   file=sys.stderr, mininterval=0.5, unit="step", dynamic_ncols=True, leave=False)
         try:
             while self.step < total:
                 optim_mod.set_lr(opt, optim_mod.lr_factor(self.step, total, *sched))

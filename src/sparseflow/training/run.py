@@ -194,8 +194,10 @@ def _setup(cfg: Config, rid: str, root: Path, store: Store, existing: dict[str, 
     )
 
     def run_source(src: Config) -> dict[str, Any]:
-        if echo is not None:
-            echo(f"run {rid} needs source run {run_id(src)} ({src.method}, seed {src.seed})")
+        sid = run_id(src)
+        done = (store.get_run(sid) or {}).get("status") == "finished"
+        trainer.echo(f"run {rid} needs source run {sid} ({src.method}, seed {src.seed}): "
+                     + ("finished, in the store" if done else "training it first"))
         out = execute(src, root=root, progress=progress, echo=echo, recorder=recorder)
         if out.get("status") != "finished":
             raise UserError(f"source run {out.get('run_id')} ended {out.get('status')}")
