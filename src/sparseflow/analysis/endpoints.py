@@ -61,6 +61,7 @@ def resolve_endpoint(spec: str, store: Store, data_cache: dict[str, Any] | None 
     """Load ``spec`` (``RUN_ID``, ``RUN_ID@STEP`` or a checkpoint file) from ``store``."""
     path = Path(spec)
     summary: dict[str, Any] = {}
+    expect: dict[str, Any] = {}  # the run and step the checkpoint must record
     if path.is_file():
         cfg_file = path.parent.parent / "config.yaml"
         if not cfg_file.is_file():
@@ -90,10 +91,14 @@ def resolve_endpoint(spec: str, store: Store, data_cache: dict[str, Any] | None 
                                 f"{' ...' if len(ckpts) > 10 else ''})")
             ckpt_path = ckpts[step]
         else:
-            ckpt_path = ckpts[max(ckpts)]
-    state = load_checkpoint(ckpt_path)
+            step = max(ckpts)
+            ckpt_path = ckpts[step]
+        expect = {"run_id": rid, "step": step}
+    # verified, weights_only; a file copied from another run or step is refused (a file given
+    # by path is checked against its run folder and file name)
+    state = load_checkpoint(ckpt_path, require=("model", "step"), **expect)
     model = _rebuild(cfg, state, dataset_for(cfg, data_cache if data_cache is not None else {}))
-    masks = state.get("callbacks", {}).get("sparsifier", {}).get("masks")
+    masks = (state.get("callbacks") or {}).get("sparsifier", {}).get("masks")
     return Endpoint(spec, rid, int(state["step"]), cfg, model, masks, Path(ckpt_path), summary)
 
 

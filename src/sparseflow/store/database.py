@@ -8,6 +8,19 @@ Tables
 
 Several processes may write at once: every write is a short ``BEGIN IMMEDIATE`` transaction,
 ``busy_timeout`` waits for the lock, and a lock error that still escapes is retried with backoff.
+
+Read-only mode (``Store(path, readonly=True)``, used by every command that only reads) never
+creates, changes or locks a file, so a store on a read-only folder, mount or copy can be read:
+
+* while a writer is live (the ``-wal`` file exists, with its ``-shm`` or in a writable
+  folder), the connection is SQLite's ``mode=ro``: it sees every commit, as any reader does;
+* otherwise (no ``-wal``: every commit is in the database file) the connection is
+  ``mode=ro&immutable=1``, which takes no lock and creates no ``-wal``/``-shm`` (plain
+  ``mode=ro`` would create them). Because an immutable connection does not notice writers,
+  each read compares the database file's identity, size and mtime (and whether a ``-wal``
+  appeared) before and after: if anything changed, the connection is opened again and the
+  read repeated. A ``-wal`` left by a crashed writer in a folder that cannot hold a ``-shm``
+  is not read (SQLite cannot without one); its last commits are then not seen.
 """
 
 from __future__ import annotations
@@ -66,13 +79,22 @@ RUN_COLUMNS = (
 
 
 class Store:
-    """A handle on the SQLite run store at ``path`` (created on first use)."""
+    """A handle on the SQLite run store at ``path`` (created on first use); with ``readonly``
+    an existing store is only read, and no file is created or modified."""
 
-    def __init__(self, path: str | Path, *, timeout: float = 60.0) -> None:
+    def __init__(self, path: str | Path, *, timeout: float = 60.0, readonly: bool = False
+                 ) -> None:
         self.path = Path(path)
         self.timeout = timeout
+        self.readonly = readonly
+        self._stamp: tuple[Any, ...] | None = None  # the file as an immutable reader saw it
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"{self.path}: is a directory, expected a SQLite database file")
+        if readonly:
+            if not self.path.is_file():
+                raise StoreError(f"{self.path}: no run store here")
+            self._conn = self._connect_readonly()
+            return
         # Never open the database file with a second file descriptor here: closing it would
         # drop every POSIX lock this process holds on the file, including those of another
         # Store open on it (nested runs), and SQLite could then lose committed WAL frames.
@@ -102,6 +124,61 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- read-only connections -----------------------------------------------------------
+    def _file_stamp(self) -> tuple[Any, ...]:
+        st = self.path.stat()
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                Path(f"{self.path}-wal").exists())
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """A ``mode=ro`` connection when a writer's WAL is there and readable as SQLite needs,
+        else an immutable one (see the module docstring); the first read is done here so a bad
+        file fails now."""
+        from urllib.parse import quote
+
+        wal, shm = Path(f"{self.path}-wal"), Path(f"{self.path}-shm")
+        uri = f"file:{quote(str(self.path.absolute()))}?mode=ro"
+        live = wal.exists() and (shm.exists() or os.access(self.path.parent, os.W_OK))
+        attempts = [uri, uri + "&immutable=1"] if live else [uri + "&immutable=1"]
+        for i, u in enumerate(attempts):
+            conn = None
+            try:
+                stamp = None if "immutable" not in u else self._file_stamp()
+                conn = sqlite3.connect(u, uri=True, timeout=self.timeout,
+                                       isolation_level=None, check_same_thread=False)
+                conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                self._stamp = stamp
+                return conn
+            except (sqlite3.DatabaseError, OSError) as e:
+                if conn is not None:
+                    conn.close()
+                if "not a database" in str(e):
+                    raise StoreError(f"{self.path}: not a SQLite database") from None
+                if i == len(attempts) - 1:
+                    why = e.strerror if isinstance(e, OSError) else str(e)
+                    raise StoreError(f"{self.path}: cannot open run store read-only ({why})"
+                                     ) from None
+        raise AssertionError("unreachable")
+
+    def _read_stable(self, go: Any) -> Any:
+        """Run the read ``go``; on an immutable connection, again on a fresh connection as
+        long as the file changed under it (a writer came: at most a few times)."""
+        for _ in range(5):
+            before = self._stamp
+            if before is None:
+                return go()
+            try:
+                if self._file_stamp() == before:
+                    out = go()
+                    if self._file_stamp() == before:
+                        return out
+            except OSError as e:
+                raise StoreError(f"{self.path}: cannot read run store ({e.strerror})") from None
+            self._conn.close()
+            self._conn = self._connect_readonly()
+        return go()
+
     # -- low level -----------------------------------------------------------------------
     def _retry(self, fn: Any, attempts: int = 50) -> Any:
         delay = 0.01
@@ -117,6 +194,8 @@ class Store:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        if self.readonly:
+            raise StoreError(f"{self.path}: opened read-only, cannot write")
         self._retry(lambda: self._conn.execute("BEGIN IMMEDIATE"))
         try:
             yield self._conn
@@ -133,7 +212,7 @@ class Store:
             return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
 
         try:
-            return self._retry(go)
+            return self._read_stable(lambda: self._retry(go))
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: cannot read run store ({e})") from None
 

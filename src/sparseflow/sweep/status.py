@@ -22,7 +22,7 @@ def stored_runs(root: str | Path, rids: list[str] | None = None) -> dict[str, di
     path = store_path(root)
     if not path.exists():
         return {}
-    with Store(path) as st:
+    with Store(path, readonly=True) as st:  # a read-only root can be read
         if rids is None:
             return {r["run_id"]: r for r in st.list_runs()}
         return {rid: row for rid in rids if (row := st.get_run(rid)) is not None}

@@ -23,8 +23,10 @@ from tqdm import tqdm
 
 from sparseflow.config import Config, Duration
 from sparseflow.data import Dataset
+from sparseflow.errors import CheckpointError
 from sparseflow.store.checkpoint import (
     checkpoint_name,
+    clean_stale_temps,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -34,6 +36,7 @@ from sparseflow.training.callbacks import Callback, overriding
 from sparseflow.training.interrupts import Interrupted, StopRequest
 
 _MIX = 1_000_003
+_RESUME_KEYS = ("model", "optimizer", "rng", "loop", "step")  # what restore() reads
 
 
 class Diverged(Exception):
@@ -162,9 +165,11 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        """Everything a resumed run needs."""
+        """Everything a resumed run needs, with the run id (the run folder's name) and step
+        that loading checks against the file's place."""
         return {
-            "format": 1,
+            "format": 2,
+            "run_id": self.run_dir.name if self.run_dir is not None else None,
             "step": self.step,
             "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -189,32 +194,47 @@ class Trainer:
         self.last_checkpoint = path
         return path
 
-    def restore(self, ckpt: dict[str, Any]) -> None:
-        """Load a checkpoint written by :meth:`state`."""
-        self.module.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        states = ckpt.get("callbacks", {})
-        for cb in self.callbacks:
-            if cb.name in states:
-                cb.load_state_dict(states[cb.name])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        loop = ckpt["loop"]
-        self.step = int(ckpt["step"])
-        self._loss_sum.fill_(loop["loss_sum"])
-        self._correct.fill_(loop["correct"])
-        self._count = int(loop["count"])
-        self.elapsed_before = float(loop["elapsed"])
-        self.last_eval = dict(loop.get("last_eval", {}))
+    def restore(self, ckpt: dict[str, Any], source: str | Path | None = None) -> None:
+        """Load a checkpoint written by :meth:`state`; a missing entry is a one-line
+        CheckpointError naming ``source`` (the file) and the entry."""
+        try:
+            self.module.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            states = ckpt.get("callbacks", {})
+            for cb in self.callbacks:
+                if cb.name in states:
+                    cb.load_state_dict(states[cb.name])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            loop = ckpt["loop"]
+            self.step = int(ckpt["step"])
+            self._loss_sum.fill_(loop["loss_sum"])
+            self._correct.fill_(loop["correct"])
+            self._count = int(loop["count"])
+            self.elapsed_before = float(loop["elapsed"])
+            self.last_eval = dict(loop.get("last_eval", {}))
+        except KeyError as e:
+            raise CheckpointError(f"{source or 'checkpoint'}: checkpoint has no {e.args[0]!r} "
+                                  "entry (not written by a sparseflow run)") from None
 
     def resume_if_possible(self) -> bool:
-        """Restore the newest checkpoint in ``run_dir``; True when one was found."""
+        """Restore the newest checkpoint in ``run_dir``; True when one was found.
+
+        First finishes or removes the temp files of checkpoint writes that were killed
+        (:func:`~sparseflow.store.checkpoint.clean_stale_temps`, rank 0 only). The checkpoint
+        must record this run (``run_dir``'s name) and the step of its file name.
+        """
         if self.run_dir is None:
             return False
-        found = latest_checkpoint(self.run_dir / "checkpoints")
+        folder = self.run_dir / "checkpoints"
+        if self.rank == 0:
+            clean_stale_temps(folder)
+        found = latest_checkpoint(folder)
         if found is None:
             return False
-        _, path = found
-        self.restore(load_checkpoint(path, map_location=self.device))
+        step, path = found
+        ckpt = load_checkpoint(path, map_location=self.device, run_id=self.run_dir.name,
+                               step=step, require=_RESUME_KEYS)
+        self.restore(ckpt, source=path)
         self.last_checkpoint = path
         return True
 
