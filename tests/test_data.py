@@ -214,9 +214,9 @@ def test_fashion_augment_attached():
 def test_lookup_order(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARSEFLOW_DATA", str(tmp_path / "env"))
     dirs = data_paths.candidate_dirs("fashion_mnist", root=tmp_path / "root")
+    assert dirs == [tmp_path / "root", tmp_path / "root" / "fashion_mnist"]  # root alone
+    dirs = data_paths.candidate_dirs("fashion_mnist")
     assert dirs == [
-        tmp_path / "root",
-        tmp_path / "root" / "fashion_mnist",
         tmp_path / "env" / "fashion_mnist",
         tmp_path / "env",
         tmp_path / "home" / ".cache" / "sparseflow" / "fashion_mnist",

@@ -182,6 +182,13 @@ def test_no_server_lists_every_place_looked(dead_url, tmp_path, monkeypatch):
     message = str(info.value)
     for folder in data_paths.candidate_dirs("mnist", tmp_path / "root"):
         assert str(folder) in message
+    assert "download into" in message and str(tmp_path / "env") not in message  # root alone
+    assert "\n" not in message
+    with pytest.raises(DataError) as info:
+        load_dataset("mnist", mirror=dead_url, timeout=5)
+    message = str(info.value)
+    for folder in data_paths.candidate_dirs("mnist"):
+        assert str(folder) in message
     assert "download into" in message and "SPARSEFLOW_DATA/mnist/" in message
     assert "\n" not in message
 

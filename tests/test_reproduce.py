@@ -35,9 +35,10 @@ def test_smoke_presets(capsys, tmp_path, paper, numbers):
 
 
 def test_unknown_paper_or_scale_exit_2(capsys, tmp_path):
-    with pytest.raises(SystemExit) as e:
-        main(["reproduce", "nosuchpaper", "--root", str(tmp_path)])
-    assert e.value.code == 2
+    assert main(["reproduce", "nosuchpaper", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sparseflow: error: reproduce: argument paper: invalid choice")
+    assert len(err.strip().splitlines()) == 1
     from sparseflow.errors import UserError
     from sparseflow.studies.reproduce import reproduce
 

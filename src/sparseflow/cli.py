@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -20,6 +22,48 @@ from typing import Any
 from sparseflow.errors import UserError
 
 EXIT_USAGE = 2
+SEED_MAX = 2**63 - 1  # what torch.manual_seed and the store's INTEGER column take
+MAX_WORKERS = 1024
+
+
+class _UsageError(UserError):
+    """A command line that argparse refuses: one line, like every other bad input."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that an error is a :class:`UserError` (one line, exit 2) instead of a
+    usage block and ``sys.exit``; the sub-parsers are of this class too."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        where = self.prog.removeprefix("sparseflow").strip()
+        raise _UsageError(f"{where + ': ' if where else ''}{message} "
+                          f"(see '{self.prog} --help')")
+
+
+def _int(low: int, high: int = SEED_MAX) -> Any:
+    """An argparse type: an integer in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer from {low} to {high}, got {text!r}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
 
 
 def _config_help() -> str:
@@ -42,7 +86,7 @@ def _root_arg(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sparseflow`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sparseflow",
         description="Train sparse neural networks and see why they train well or badly.",
     )
@@ -74,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="read the run store")
     rsub = runs.add_subparsers(dest="runs_command", metavar="ACTION")
     ls = rsub.add_parser("list", help="one line per run")
-    ls.add_argument("--status", help="only runs with this status")
+    from sparseflow.store.database import STATUSES
+
+    ls.add_argument("--status", choices=STATUSES, help="only runs with this status")
     ls.add_argument("--json", action="store_true", help="JSON lines")
     _root_arg(ls)
     show = rsub.add_parser("show", help="config, summary and metrics of one run")
@@ -94,11 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         "interrupted sweep completes only what is missing. 'sparseflow sweep status FILE' shows "
         "done / running / failed / diverged / pending. See docs/sweeps.md.")
     sw.add_argument("file", nargs="+", metavar="[status] FILE", help="sweep YAML file")
-    sw.add_argument("--workers", type=int, default=None,
+    sw.add_argument("--workers", type=_int(0, MAX_WORKERS), default=None,
                     help="local worker processes (default: one per core; 0: in-process)")
     sw.add_argument("--scheduler", help="tcp://HOST:PORT of a running Dask scheduler")
     sw.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
-    sw.add_argument("--retries", type=int, default=3, help="retries of a run whose worker died")
+    sw.add_argument("--retries", type=_int(0, 1000), default=3,
+                    help="retries of a run whose worker died")
     sw.add_argument("--no-progress", action="store_true")
     sw.add_argument("--json", action="store_true", help="one JSON object per run")
     _root_arg(sw)
@@ -109,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         "dense_widths, depths) and prints, per cell, the one-sided p-values of H1: "
         "acc(sparse) > acc(dense) over seeds (Welch t and Mann-Whitney U).")
     sc.add_argument("file", help="sweep YAML file with an scsdc section")
-    sc.add_argument("--workers", type=int, default=None)
+    sc.add_argument("--workers", type=_int(0, MAX_WORKERS), default=None)
     sc.add_argument("--scheduler", help="tcp://HOST:PORT of a running Dask scheduler")
     sc.add_argument("--no-run", action="store_true", help="only tabulate the stored runs")
     sc.add_argument("--no-progress", action="store_true")
@@ -121,8 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="LeNet-300-100 on Fashion-MNIST at 90% sparsity with dense, scratch, "
         "scratch+, SET, RigL, gradual pruning and the lottery ticket, gradient flow measured, "
         "linear paths lottery -> pruned and scratch -> pruned, and the HTML report.")
-    dm.add_argument("--epochs", type=int, default=5, help="epochs per run (default 5)")
-    dm.add_argument("--workers", type=int, default=None, help="sweep workers (0: in-process)")
+    dm.add_argument("--epochs", type=_int(1, 10**6), default=5,
+                    help="epochs per run (default 5)")
+    dm.add_argument("--workers", type=_int(0, MAX_WORKERS), default=None,
+                    help="sweep workers (0: in-process)")
     dm.add_argument("--no-progress", action="store_true")
     _root_arg(dm)
 
@@ -135,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(about an hour on 2 cores), paper (the papers' settings, for a GPU cluster).")
     rr.add_argument("paper", choices=("evci2022", "tessera2021", "evci2019"))
     rr.add_argument("--scale", choices=("smoke", "cpu", "paper"), default="smoke")
-    rr.add_argument("--workers", type=int, default=None, help="sweep workers (0: in-process)")
+    rr.add_argument("--workers", type=_int(0, MAX_WORKERS), default=None,
+                    help="sweep workers (0: in-process)")
     rr.add_argument("--no-progress", action="store_true")
     rr.add_argument("--json", action="store_true", help="one JSON object")
     _root_arg(rr)
@@ -159,11 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         "weights (Lanczos on Hessian-vector products), g^T H g and a Hutchinson trace, for the "
         "whole model and per layer, on the run's held-out batch. Stored as hessian/* metrics.")
     hs.add_argument("run_id", help="RUN_ID, RUN_ID@STEP or a checkpoint file")
-    hs.add_argument("--step", type=int, help="checkpoint step (default: the last)")
-    hs.add_argument("--top-k", type=int, default=5, help="eigenvalues at each end (default 5)")
+    hs.add_argument("--step", type=_int(0), help="checkpoint step (default: the last)")
+    hs.add_argument("--top-k", type=_int(1), default=5,
+                    help="eigenvalues at each end (default 5)")
     hs.add_argument("--biases", action="store_true", help="include the layers' biases")
-    hs.add_argument("--samples", type=int, default=50, help="Hutchinson probes (default 50)")
-    hs.add_argument("--batch-size", type=int, help="split the held-out batch (memory)")
+    hs.add_argument("--samples", type=_int(0, 10**6), default=50,
+                    help="Hutchinson probes (default 50)")
+    hs.add_argument("--batch-size", type=_int(1), help="split the held-out batch (memory)")
     hs.add_argument("--no-per-layer", action="store_true", help="whole model only")
     hs.add_argument("--json", action="store_true", help="one JSON object")
     _root_arg(hs)
@@ -177,9 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--inits", default="dense,liu,sparse", help="comma list of inits")
     sg.add_argument("--masks", choices=("heterogeneous", "uniform"), default="heterogeneous",
                     help="the paper's masks with per-unit fan-in varying, or uniform random")
-    sg.add_argument("--repeats", type=int, default=3, help="networks per point (default 3)")
-    sg.add_argument("--batch", type=int, default=500, help="random inputs (default 500)")
-    sg.add_argument("--seed", type=int, default=0)
+    sg.add_argument("--repeats", type=_int(1, 10**6), default=3,
+                    help="networks per point (default 3)")
+    sg.add_argument("--batch", type=_int(1, 2**31 - 1), default=500,
+                    help="random inputs (default 500)")
+    sg.add_argument("--seed", type=_int(0), default=0)
     sg.add_argument("--input-shape", default="1,28,28", help="C,H,W or D (default 1,28,28)")
     sg.add_argument("--out", help="output directory (default ROOT/analyses/signal-MODEL)")
     sg.add_argument("--json", action="store_true", help="one JSON object")
@@ -213,11 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("b")
     cv.add_argument("--kind", choices=("bezier", "polychain"), default="bezier")
     cv.add_argument("--subspace", choices=("sparse", "dense"), default="sparse")
-    cv.add_argument("--epochs", type=int, default=10, help="training epochs of the curve")
-    cv.add_argument("--lr", type=float, help="learning rate of the curve's control point")
-    cv.add_argument("--batch-size", type=int, default=128)
-    cv.add_argument("--points", type=int, default=21, help="evaluation points along t")
-    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--epochs", type=_int(0, 10**6), default=10,
+                    help="training epochs of the curve")
+    cv.add_argument("--lr", type=_positive_float,
+                    help="learning rate of the curve's control point")
+    cv.add_argument("--batch-size", type=_int(1, 2**31 - 1), default=128)
+    cv.add_argument("--points", type=_int(2, 10**6), default=21,
+                    help="evaluation points along t")
+    cv.add_argument("--seed", type=_int(0), default=0)
     cv.add_argument("--out", help="output directory")
     cv.add_argument("--json", action="store_true", help="one JSON object")
     cv.add_argument("--no-progress", action="store_true")
@@ -256,14 +313,14 @@ def _finite(obj: Any) -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     from sparseflow.config import load_config, run_id
     from sparseflow.training.distributed import dist_info
-    from sparseflow.training.run import execute
+    from sparseflow.training.run import execute, resolve_device
 
     cfg = load_config(args.config, args.overrides)
+    resolve_device(cfg.device)  # device=cuda without CUDA: an error before anything is written
     main_rank = dist_info().main
     echo = (lambda s: print(s, file=sys.stderr)) if args.json else None
-    if main_rank:
-        print(f"run {run_id(cfg)}: {cfg.method} {cfg.model} on {cfg.dataset}, seed {cfg.seed}",
-              file=sys.stderr if args.json else sys.stdout)
+    if main_rank and not args.json:  # with --json, stderr holds only messages and errors
+        print(f"run {run_id(cfg)}: {cfg.method} {cfg.model} on {cfg.dataset}, seed {cfg.seed}")
     summary = execute(cfg, root=args.root, progress=not args.no_progress, echo=echo,
                       force=args.force)
     import torch.distributed as tdist
@@ -289,14 +346,17 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_store(root: str | None, must_exist: bool = True):  # noqa: ANN202
+def _open_store(root: str | None, must_exist: bool = True, readonly: bool = False
+                ):  # noqa: ANN202
+    """The run store under ``root``; ``readonly`` for commands that only read (a read-only
+    folder works, nothing is created or changed)."""
     from sparseflow.store.database import Store
     from sparseflow.store.paths import default_root, store_path
 
     path = store_path(Path(root) if root else default_root())
-    if must_exist and not path.exists():
+    if (must_exist or readonly) and not path.exists():
         raise UserError(f"{path}: no run store here (run 'sparseflow run' first or pass --root)")
-    return Store(path)
+    return Store(path, readonly=readonly)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -305,7 +365,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     if args.runs_command is None:
         raise UserError("runs: expected an action: list, show or export")
-    with _open_store(args.root) as store:
+    with _open_store(args.root, readonly=True) as store:
         if args.runs_command == "list":
             rows = store.list_runs()
             for r in rows:
@@ -355,7 +415,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise UserError("analyze: expected an analysis: hessian, signal, interpolate, curve, "
                         "compare or correlate")
     if cmd in ("hessian", "interpolate", "curve", "compare"):
-        with _open_store(args.root):
+        with _open_store(args.root, readonly=True):
             pass  # a clear error when there is no store
     root = _root(args)
     if cmd == "correlate":
@@ -490,17 +550,54 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_path(path: Path, what: str, *, folder: bool) -> None:
+    """``path`` can become a folder (``folder``) or a file: it is not the other kind, and no
+    folder above it is a file. Checked before anything is written."""
+    if path.exists() and path.is_dir() != folder:
+        kind = "a file, not a folder" if folder else "a folder, expected a file"
+        raise UserError(f"{what}: {path} is {kind}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{what}: {path}: {parent} is a file, not a folder")
+            return
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """What can be checked of the paths and the environment before a command writes."""
+    if "root" in vars(args):
+        if args.root:
+            _check_path(Path(args.root), "--root", folder=True)
+        else:
+            from sparseflow.store.paths import default_root
+
+            home = os.environ.get("SPARSEFLOW_HOME")
+            _check_path(default_root(), "$SPARSEFLOW_HOME" if home else
+                        "--root (default ./sparseflow-runs)", folder=True)
+    out = getattr(args, "out", None)
+    if out and out != "-":
+        is_folder = args.command == "analyze"  # the analyses write a folder, the others a file
+        _check_path(Path(out), "--out", folder=is_folder)
+    if args.command in ("run", "sweep", "scsdc", "demo", "reproduce", "analyze"):
+        from sparseflow.sparsity.kernels import kernel_name
+
+        try:
+            kernel_name()  # SPARSEFLOW_KERNELS: a bad value is an error now, not mid-run
+        except ValueError as e:
+            raise UserError(str(e)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sparseflow`` command."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
     handlers = {"run": cmd_run, "config": cmd_config, "runs": cmd_runs,
                 "analyze": cmd_analyze, "sweep": cmd_sweep, "scsdc": cmd_scsdc,
                 "report": cmd_report, "reproduce": cmd_reproduce, "demo": cmd_demo}
     try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            raise _UsageError(f"expected a command: {', '.join(handlers)} "
+                              "(see 'sparseflow --help')")
+        _check_args(args)
         return handlers[args.command](args)
     except UserError as e:
         print(f"sparseflow: error: {e}", file=sys.stderr)

@@ -17,7 +17,7 @@ import yaml
 
 from sparseflow import typed
 from sparseflow.errors import ConfigError
-from sparseflow.methods.registry import method_names, option_classes
+from sparseflow.methods.registry import method_names, method_spec, option_classes
 from sparseflow.typed import field
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
@@ -25,6 +25,14 @@ SCHEDULES = ("constant", "cosine", "step", "linear")
 DEVICES = ("auto", "cpu", "cuda")
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ep|it)\s*$")
+MAX_DURATION = 2**31 - 1
+"""The most epochs or steps a duration may name (its steps must fit a 64-bit integer)."""
+SEED_MAX = 2**63 - 1
+"""The largest seed: what ``torch.manual_seed`` and the store's INTEGER column both take."""
+MAX_ROUNDS = 100
+"""The most rounds of iterative magnitude pruning (``sparse.rounds``): each is a training run."""
+WIDTH_MAX = 2**20
+"""The widest layer and the deepest network a config may ask for."""
 
 
 @dataclass(frozen=True)
@@ -35,12 +43,20 @@ class Duration:
     unit: str  # "ep" or "it"
 
     @classmethod
-    def parse(cls, text: str, name: str = "duration") -> Duration:
-        """Parse ``'20ep'`` / ``'500it'``; a ConfigError names the field otherwise."""
+    def parse(cls, text: str, name: str = "duration", *, positive: bool = False) -> Duration:
+        """Parse ``'20ep'`` / ``'500it'``; a ConfigError names the field otherwise.
+
+        ``positive``: zero is refused too (a length of training, an interval)."""
         m = _DURATION.match(str(text))
         if not m:
             raise ConfigError(f"{name}: expected a duration like '20ep' or '500it', got {text!r}")
-        return cls(int(m.group(1)), m.group(2))
+        amount = int(m.group(1))
+        if amount > MAX_DURATION:
+            raise ConfigError(f"{name}: {text!r} is too long (at most {MAX_DURATION}"
+                              f"{m.group(2)})")
+        if positive and amount == 0:
+            raise ConfigError(f"{name}: expected at least 1it or 1ep, got {text!r}")
+        return cls(amount, m.group(2))
 
     def steps(self, steps_per_epoch: int) -> int:
         """Length in optimiser steps."""
@@ -50,29 +66,36 @@ class Duration:
 @dataclass
 class DataConfig:
     heldout: int = field(
-        1000, low=0, help="Training examples held out (never trained on) for gradient-flow "
-        "measurement."
+        1000, low=0, high=10**7, help="Training examples held out (never trained on) for "
+        "gradient-flow measurement."
     )
     augment: bool = field(False, help="Random shift (28x28) or crop+flip (CIFAR) augmentation.")
-    eval_batch_size: int = field(1000, low=1, help="Batch size for evaluation.", hash=False)
+    eval_batch_size: int = field(
+        1000, low=1, high=2**31 - 1, help="Batch size for evaluation.", hash=False
+    )
     root: str | None = field(
-        None, hash=False, help="Directory holding the dataset files (default: the lookup order "
-        "$SPARSEFLOW_DATA, ~/.cache/sparseflow, /usr/share/datasets).",
+        None, hash=False, help="Directory holding the dataset files; when given, only it (and "
+        "its <dataset> subfolder) is searched, and downloads go there (default: the lookup "
+        "order $SPARSEFLOW_DATA, ~/.cache/sparseflow, /usr/share/datasets).",
     )
     download: bool = field(True, hash=False, help="Download missing dataset files.")
     n_train: int | None = field(
-        None, low=1, help="synthetic dataset only: number of training examples."
+        None, low=1, high=10**7, help="synthetic dataset only: number of training examples."
     )
 
 
 @dataclass
 class ArchConfig:
     widths: list[int] | None = field(
-        None, help="Hidden widths (MLP units / LeNet channels and units), overriding the "
-        "model's defaults; e.g. 300,100."
+        None, low=1, high=WIDTH_MAX, help="Hidden widths (MLP units / LeNet channels and "
+        "units), overriding the model's defaults; e.g. 300,100."
     )
-    depth: int | None = field(None, low=1, help="Depth (MLP: hidden layers; WRN: d).")
-    width: int | None = field(None, low=1, help="Width (MLP: units per hidden layer; WRN: k).")
+    depth: int | None = field(
+        None, low=1, high=WIDTH_MAX, help="Depth (MLP: hidden layers; WRN: d)."
+    )
+    width: int | None = field(
+        None, low=1, high=WIDTH_MAX, help="Width (MLP: units per hidden layer; WRN: k)."
+    )
     activation: str = field(
         "relu", choices=("relu", "prelu", "elu", "silu", "swish", "srelu", "sigmoid", "tanh"),
         help="Hidden activation.",
@@ -116,7 +139,10 @@ class OptimConfig:
     eps: float = field(1e-8, low=0.0, low_open=True, help="Adam/RMSProp/Adagrad epsilon.")
     alpha: float = field(0.99, low=0.0, high=1.0, help="RMSProp smoothing constant.")
     schedule: str = field("cosine", choices=SCHEDULES, help="Learning-rate schedule.")
-    warmup: str = field("0it", help="Linear warm-up from 0 to lr, e.g. '500it' or '1ep'.")
+    warmup: str = field(
+        "0it", help="Linear warm-up from 0 to lr, e.g. '500it' or '1ep' (longer than training "
+        "is allowed: lr then never reaches its peak)."
+    )
     milestones: list[float] = field(
         default_factory=lambda: [0.5, 0.75],
         help="step schedule: fractions of training at which lr is multiplied by gamma.",
@@ -127,7 +153,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     duration: str = field("15ep", help="Training length: '20ep' (epochs) or '500it' (steps).")
-    batch_size: int = field(128, low=1, help="Training batch size.")
+    batch_size: int = field(128, low=1, high=2**31 - 1, help="Training batch size.")
     eval_every: str = field(
         "1ep", help="Evaluate on the test set every this often (and at the end)."
     )
@@ -135,7 +161,7 @@ class TrainConfig:
         "1ep", hash=False, help="Checkpoint every this often (also at step 0 and at the end)."
     )
     checkpoint_steps: list[int] = field(
-        default_factory=list, hash=False,
+        default_factory=list, low=0, hash=False,
         help="Extra steps to checkpoint (e.g. a late-rewinding point).",
     )
     flush_denormal: bool = field(
@@ -172,8 +198,8 @@ class FlowConfig:
         "evenly spaced points and mask updates)."
     )
     points: int = field(
-        11, low=1, hash=False, help="Evenly spaced measurement points whose mean goes into the "
-        "summary (Tessera et al. average EGF over 11)."
+        11, low=1, high=10**6, hash=False, help="Evenly spaced measurement points whose mean "
+        "goes into the summary (Tessera et al. average EGF over 11)."
     )
     around_updates: int = field(
         5, low=0, hash=False, help="Measure just before and after every k-th mask update "
@@ -218,10 +244,12 @@ class Config:
         "masked dense init, Liu et al. scaling, sparsity-aware per-unit fan-in (the '+' runs), "
         "or (scsdc) the dense partner's per-layer distribution."
     )
-    seed: int = field(0, low=0, help="Random seed (init, data order, augmentation).")
+    seed: int = field(
+        0, low=0, high=SEED_MAX, help="Random seed (init, data order, augmentation)."
+    )
     device: str = field("auto", choices=DEVICES, hash=False, help="Device.")
     threads: int | None = field(
-        None, low=1, hash=False, help="torch.set_num_threads (default: torch's choice)."
+        None, low=1, high=4096, hash=False, help="torch.set_num_threads (default: torch's choice)."
     )
     data: DataConfig = field(default_factory=DataConfig)
     arch: ArchConfig = field(default_factory=ArchConfig)
@@ -248,11 +276,16 @@ class Config:
             raise ConfigError(
                 f"method: unknown method {self.method!r}; valid: {', '.join(method_names())}"
             )
-        Duration.parse(self.train.duration, "train.duration")
-        Duration.parse(self.train.eval_every, "train.eval_every")
-        Duration.parse(self.train.checkpoint_every, "train.checkpoint_every")
+        self._check_arch()
+        Duration.parse(self.train.duration, "train.duration", positive=True)
+        Duration.parse(self.train.eval_every, "train.eval_every", positive=True)
+        Duration.parse(self.train.checkpoint_every, "train.checkpoint_every", positive=True)
         Duration.parse(self.optim.warmup, "optim.warmup")
         Duration.parse(self.sparse.rewind, "sparse.rewind")
+        self._check_data()
+        if self.sparse.rounds > MAX_ROUNDS:
+            raise ConfigError(f"sparse.rounds: {self.sparse.rounds} is out of range [1, "
+                              f"{MAX_ROUNDS}] (each round trains a run)")
         if self.init == "matched" and self.distribution != "scsdc":
             raise ConfigError("init: 'matched' is for distribution=scsdc")
         if self.distribution == "scsdc" and self.method != "static":
@@ -266,6 +299,43 @@ class Config:
         for m in self.optim.milestones:
             if not 0.0 < m < 1.0:
                 raise ConfigError(f"optim.milestones: {m!r} is out of range (0, 1)")
+
+    def _check_arch(self) -> None:
+        """The arch options against the model's own (before any file is written)."""
+        from sparseflow.models import ModelError
+        from sparseflow.models.registry import resolve_options
+
+        a = self.arch
+        if a.widths is not None and not a.widths:
+            raise ConfigError("arch.widths: empty; give at least one width (or leave it out)")
+        try:
+            resolve_options(self.model, widths=a.widths, depth=a.depth, width=a.width,
+                            activation=a.activation, batchnorm=a.batchnorm, skip=a.skip)
+        except ModelError as e:
+            raise ConfigError(f"arch: {e}") from None
+
+    def _check_data(self) -> None:
+        """The data settings against each other, the method and (data.root) the disk."""
+        if self.data.n_train is not None and self.dataset != "synthetic":
+            raise ConfigError(f"data.n_train: only the synthetic dataset takes n_train "
+                              f"(dataset={self.dataset})")
+        from sparseflow.data import NORMALISATION
+
+        if self.data.augment and self.dataset not in NORMALISATION:
+            raise ConfigError(f"data.augment: dataset {self.dataset} has no augmentation "
+                              f"(vector data; image datasets: {', '.join(NORMALISATION)})")
+        batches = method_spec(self.method).heldout_batches(self.sparse)
+        if self.data.heldout == 0 and batches > 1:
+            raise ConfigError(f"data.heldout: method={self.method} with these sparse options "
+                              f"needs {batches} held-out batches; set data.heldout > 0")
+        if self.data.root is None:
+            return
+        root = Path(self.data.root).expanduser()
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"data.root: {self.data.root} is a file, not a folder")
+        if not self.data.download and not root.exists():
+            raise ConfigError(f"data.root: {self.data.root}: no such folder (and "
+                              "data.download=false)")
 
 
 def load_config(

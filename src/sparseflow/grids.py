@@ -26,6 +26,10 @@ def _number(text: str, name: str, whole: str) -> float:
     return value
 
 
+MAX_POINTS = 100_000
+"""The most points a grid may have (each point is a model evaluation or more)."""
+
+
 def parse_grid(text: str, name: str, *, increasing: bool = False) -> list[float]:
     """Parse ``"START:STOP:N"`` or ``"A,B,C"`` (one number is a list of one) into floats.
 
@@ -52,6 +56,8 @@ def parse_grid(text: str, name: str, *, increasing: bool = False) -> list[float]
     if not _COUNT.fullmatch(n_text) or int(n_text) < 1:
         raise ValueError(f"{name}: N in {whole!r} must be a positive integer, got {n_text!r}")
     n = int(n_text)
+    if n > MAX_POINTS:
+        raise ValueError(f"{name}: N in {whole!r} is {n}; at most {MAX_POINTS} points")
     if n == 1:
         if start != stop:
             raise ValueError(f"{name}: {whole!r} has N = 1 but START != STOP")

@@ -2,9 +2,11 @@
 
 A config is a tree of dataclasses. Each leaf field may carry metadata made with :func:`field`:
 ``help`` (shown by ``--help``), ``choices``, ``low``/``high`` (inclusive range, or exclusive with
-``low_open``/``high_open``), ``hash`` (whether the field names the run; paths and devices do
-not) and ``former_name`` (the name a renamed field had: still accepted on input, and used in the
-run hash, so runs stored under the old name keep their ids). Values come from YAML
+``low_open``/``high_open``; an integer without ``high`` must still fit a signed 64-bit integer,
+:data:`INT_MAX`, a float must be finite and a string not empty), ``hash`` (whether the field
+names the run; paths and devices do not) and ``former_name`` (the name a renamed field had:
+still accepted on input, and used in the run hash, so runs stored under the old name keep their
+ids). Values come from YAML
 (``yaml.safe_load``) and ``--set a.b=value`` overrides; every error names the dotted field and
 what was expected, and an unknown key suggests the nearest valid one.
 """
@@ -15,6 +17,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -26,6 +29,9 @@ import yaml
 from sparseflow.errors import ConfigError
 
 _MISSING = dataclasses.MISSING
+
+INT_MAX = 2**63 - 1
+"""The largest integer any field takes: SQLite's INTEGER and torch's ``long`` hold no more."""
 
 
 def field(
@@ -124,12 +130,16 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
                 return _coerce(name, a, value)
             except ConfigError as e:
                 errors.append(e)
+        if len(errors) == 1:  # X or null: X's own error says more
+            raise errors[0]
         raise ConfigError(f"{name}: expected {_type_name(tp)}, got {value!r}")
     if origin in (list, tuple):
         (inner, *_rest) = typing.get_args(tp) or (Any,)
         if isinstance(value, str):  # "1,2,3" from the command line
             value = [v for v in value.split(",") if v.strip()]
             value = [yaml.safe_load(v) for v in value]
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            value = [value]  # "--set arch.widths=300": a list of one
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{name}: expected {_type_name(tp)}, got {value!r}")
         items = [_coerce(f"{name}[{i}]", inner, v) for i, v in enumerate(value)]
@@ -147,19 +157,32 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
             raise ConfigError(f"{name}: expected an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            if isinstance(value, str):
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                pass
+        if isinstance(number, bool) or not isinstance(number, int | float):
             raise ConfigError(f"{name}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(number)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
-        if isinstance(value, bool) or value is None:
+        if isinstance(value, bool) or value is None or isinstance(value, list | dict):
             raise ConfigError(f"{name}: expected a string, got {value!r}")
+        if not str(value).strip():
+            raise ConfigError(f"{name}: expected a non-empty string, got {value!r}")
         return str(value)
     raise ConfigError(f"{name}: unsupported type {tp!r}")
+
+
+def _bound(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) >= 1e6 else f"{x:g}"
 
 
 def _check_range(name: str, f: dataclasses.Field, value: Any) -> None:
@@ -175,14 +198,16 @@ def _check_range(name: str, f: dataclasses.Field, value: Any) -> None:
                 f"{name}: {v!r} is not one of {', '.join(m['choices'])}{hint}"
             )
         lo, hi = m.get("low"), m.get("high")
+        if isinstance(v, int) and not isinstance(v, bool) and hi is None:
+            hi = INT_MAX  # every integer must fit where it goes (SQLite, torch)
         if isinstance(v, int | float) and not isinstance(v, bool):
             bad_lo = lo is not None and (v <= lo if m.get("low_open") else v < lo)
             bad_hi = hi is not None and (v >= hi if m.get("high_open") else v > hi)
             if bad_lo or bad_hi:
-                left = "(" if m.get("low_open") else "["
-                right = ")" if m.get("high_open") else "]"
-                lo_s = "-inf" if lo is None else f"{lo:g}"
-                hi_s = "inf" if hi is None else f"{hi:g}"
+                left = "(" if m.get("low_open") or lo is None else "["
+                right = ")" if m.get("high_open") or hi is None else "]"
+                lo_s = "-inf" if lo is None else _bound(lo)
+                hi_s = "inf" if hi is None else _bound(hi)
                 raise ConfigError(f"{name}: {v!r} is out of range {left}{lo_s}, {hi_s}{right}")
 
 
@@ -199,8 +224,12 @@ def _unknown_key(key: str, valid: list[str]) -> ConfigError:
 def read_yaml(path: str | Path, what: str) -> Any:
     """``yaml.safe_load`` of a file (None for an empty one); errors name the file and the line."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: cannot read {what} (a folder, expected a YAML file)")
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: cannot read {what} (not UTF-8 text: byte {e.start})") from None
     except OSError as e:
         raise ConfigError(f"{p}: cannot read {what} ({e.strerror or e})") from None
     try:
@@ -209,6 +238,8 @@ def read_yaml(path: str | Path, what: str) -> Any:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{p}: not valid YAML{where}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: not valid YAML (nested too deeply)") from None
 
 
 def from_dict(cls: type, data: Mapping[str, Any] | None, prefix: str = "") -> Any:
@@ -282,6 +313,8 @@ def unflatten(d: Mapping[str, Any]) -> dict[str, Any]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"{k}: {p!r} is a value, not a section")
+        if isinstance(node.get(parts[-1]), dict) and not isinstance(v, Mapping):
+            raise ConfigError(f"{k}: given both as a value and as a section of keys")
         node[parts[-1]] = v
     return out
 

@@ -2,7 +2,8 @@
 
 Lookup order for dataset ``name``:
 
-1. ``root`` (the explicit argument), then ``root/<name>``;
+1. ``root`` (the explicit argument), then ``root/<name>``; when ``root`` is given, nothing
+   else is searched (the folder a user names is the one that is read);
 2. ``$SPARSEFLOW_DATA/<name>``, then ``$SPARSEFLOW_DATA``;
 3. ``~/.cache/sparseflow/<name>``;
 4. system folders from :data:`SYSTEM_DIRS` (Debian's ``dataset-fashion-mnist``).
@@ -34,11 +35,12 @@ def _env_dir() -> Path | None:
 
 
 def candidate_dirs(name: str, root: str | os.PathLike | None = None) -> list[Path]:
-    """All folders searched for dataset ``name``, in lookup order, without duplicates."""
+    """All folders searched for dataset ``name``, in lookup order, without duplicates
+    (only ``root`` and ``root/<name>`` when ``root`` is given)."""
     dirs: list[Path] = []
     if root is not None:
         root = Path(root).expanduser()
-        dirs += [root, root / name]
+        return [root, root / name]
     env = _env_dir()
     if env is not None:
         dirs += [env / name, env]

@@ -82,7 +82,9 @@ def _cifar_present(folder: Path, filename: str) -> Path | None:
     return None
 
 
-def _how_to_get(name: str, files: Sequence[str]) -> str:
+def _how_to_get(name: str, files: Sequence[str], root: str | os.PathLike | None) -> str:
+    if root is not None:
+        return f"put {', '.join(files)} into {Path(root).expanduser()}"
     how = f"put {', '.join(files)} into $SPARSEFLOW_DATA/{name}/ (or pass root=)"
     if name == "fashion_mnist":
         how = f"apt-get install dataset-fashion-mnist, or {how}"
@@ -97,13 +99,19 @@ def _locate(
     timeout: float,
 ) -> list[Path]:
     """Paths of ``files`` from the first folder holding all of them, downloading if allowed."""
+    if req.root is not None:
+        root = Path(req.root).expanduser()
+        if _exists(root) and not root.is_dir():
+            raise DataError(f"{req.name}: data root {root} is a file, not a folder")
+        if not req.download and not _exists(root):
+            raise DataError(f"{req.name}: data root {root} does not exist (downloading is off)")
     dirs = candidate_dirs(req.name, req.root)
     for folder in dirs:
         found = [present(folder, f) for f in files]
         if all(found):
             return found
     looked = f"{req.name} not found (looked in {', '.join(map(str, dirs))})"
-    how = _how_to_get(req.name, files)
+    how = _how_to_get(req.name, files, req.root)
     if not req.download:
         raise DataError(f"{looked}; downloading is off; {how}")
     dest = download_dir(req.name, req.root)
@@ -259,8 +267,12 @@ def _load_synthetic(
         x = centres[y] + torch.randn(n, dim, generator=gen)
         return x.reshape(n, *shape), y
 
-    x_test, y_test = sample(n_test)  # drawn first: independent of n_train and the held-out sizes
-    x_train, y_train = sample(n_train + req.heldout_total)
+    try:
+        x_test, y_test = sample(n_test)  # drawn first: independent of n_train and held-out sizes
+        x_train, y_train = sample(n_train + req.heldout_total)
+    except RuntimeError as e:  # the allocation of the tensors failed
+        n = n_test + n_train + req.heldout_total
+        raise DataError(f"synthetic: {n} examples of {dim} values do not fit in memory") from e
     return _Split(x_train, y_train, x_test, y_test, num_classes)
 
 
@@ -312,8 +324,9 @@ def load_dataset(
 ) -> Dataset:
     """Load dataset ``name`` (one of :data:`DATASETS`) as normalised tensors.
 
-    Files are looked for in ``root``, ``$SPARSEFLOW_DATA[/<name>]``, ``~/.cache/sparseflow/<name>``
-    and system folders, and downloaded (checksum-verified) when missing and ``download``.
+    Files are looked for in ``root`` (and ``root/<name>``) alone when it is given, else in
+    ``$SPARSEFLOW_DATA[/<name>]``, ``~/.cache/sparseflow/<name>`` and system folders, and
+    downloaded (checksum-verified) when missing and ``download``.
     ``heldout`` gives the sizes of fixed held-out batches removed from the training set,
     chosen by ``heldout_seed`` alone. ``augment`` attaches the dataset's standard training
     augmentation. Extra keywords go to the dataset: ``mirror``/``timeout`` for downloads;

@@ -341,7 +341,8 @@ class PruneAtInitOptions(Options):
 class SynFlowOptions(PruneAtInitOptions):
     """SynFlow: data-free, iterated scoring on an all-ones input of the data's shape."""
 
-    synflow_iterations: int = field(100, low=1, help="synflow: pruning iterations.")
+    synflow_iterations: int = field(100, low=1, high=100_000,
+                                    help="synflow: pruning iterations.")
 
     @classmethod
     def arguments(cls, opts: Any, ctx: BuildContext) -> dict[str, Any]:

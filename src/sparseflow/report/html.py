@@ -129,13 +129,17 @@ def build_report(root: str | Path, run_ids: Sequence[str] | None = None,
         raise UserError(f"{store_path(root)}: no run store here")
     out = Path(out) if out else root / "report" / "report.html"
     outdir = out.parent
-    outdir.mkdir(parents=True, exist_ok=True)
     rep = _Report(outdir)
-    with Store(store_path(root)) as store:
+    with Store(store_path(root), readonly=True) as store:  # runs are only read
         ids = [store.resolve(r) for r in run_ids] if run_ids else \
             [r["run_id"] for r in store.list_runs()]
         if not ids:
             raise UserError(f"{store_path(root)}: no runs to report")
+        try:  # only now, once the runs are known: bad input writes nothing
+            outdir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"{outdir}: cannot write the report ({e.strerror or e}); "
+                            "pass --out to write it elsewhere") from None
         runs = [store.get_run(r) for r in ids]
         for r in runs:
             r["status"] = effective_status(r)

@@ -41,6 +41,7 @@ from sparseflow.config import Config, config_from_dict, run_id
 from sparseflow.errors import ConfigError, UserError
 
 SWEEP_KEYS = ("name", "base", "grid", "zip", "seeds", "scsdc")
+MAX_SEEDS = 10_000  # a count beyond this is a typo, not a study
 SCSDC_KEYS = ("sparse_width", "dense_widths", "depths")
 STATUS_KEYS = ("done", "running", "interrupted", "failed", "diverged", "pending")
 _STORE_TO_SWEEP = {"finished": "done", "running": "running", "interrupted": "interrupted",
@@ -119,6 +120,8 @@ def _seeds(path: Path, raw: Any) -> list[int]:
         if raw < 1:
             raise ConfigError(f"{path}: seeds: {raw} gives no runs (empty grid); expected a "
                               "count >= 1 or a list of seeds")
+        if raw > MAX_SEEDS:
+            raise ConfigError(f"{path}: seeds: {raw} seeds; at most {MAX_SEEDS}")
         return list(range(raw))
     if not isinstance(raw, list):
         raise ConfigError(f"{path}: seeds: expected a count or a list of seeds, got {raw!r}")

@@ -7,6 +7,7 @@ already finished returns its stored summary; starting one that has checkpoints r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -82,11 +83,8 @@ def resolve_device(name: str) -> torch.device:
 
 def load_data(cfg: Config) -> Dataset:
     """The dataset named by the config, with its held-out batch."""
-    kw: dict[str, Any] = {}
-    if cfg.data.n_train is not None:
-        if cfg.dataset != "synthetic":
-            raise ConfigError("data.n_train: only the synthetic dataset takes n_train")
-        kw["n_train"] = cfg.data.n_train
+    # Config.validate has checked that only the synthetic dataset gets n_train
+    kw: dict[str, Any] = {} if cfg.data.n_train is None else {"n_train": cfg.data.n_train}
     return load_dataset(
         cfg.dataset,
         root=cfg.data.root,
@@ -241,7 +239,7 @@ def execute(
     root = Path(root) if root is not None else default_root()
     rid = run_id(cfg)
     rdir = run_dir(root, rid)
-    fresh = not rdir.exists()
+    fresh_runs, fresh = not rdir.parent.exists(), not rdir.exists()  # removed if set-up fails
     with Store(store_path(root)) as store, run_lock(rdir, echo):
         existing = store.get_run(rid)
         if existing and existing["status"] == "finished" and not force and existing["summary"]:
@@ -252,8 +250,11 @@ def execute(
                 cfg, rid, root, store, existing, progress=progress, echo=echo, force=force,
                 callbacks=callbacks, recorder=recorder)
         except BaseException:
-            if fresh:  # a config that fails during set-up leaves nothing behind
+            if fresh:  # a config that fails during set-up leaves no folder behind
                 shutil.rmtree(rdir, ignore_errors=True)
+            if fresh_runs:  # ROOT/runs too, unless another run has put a folder there since
+                with contextlib.suppress(OSError):
+                    rdir.parent.rmdir()
             raise
         rec.start(rid, to_dict(cfg))
         head = {"run_id": rid, "method": cfg.method, "dataset": cfg.dataset,
