@@ -149,3 +149,18 @@ def test_sweep_files_may_use_the_former_name(tmp_path):
     assert [c.sparse.update_end for c in configs] == [0.5, 0.6]
     assert run_id(configs[0]) == run_id(config_from_dict({"method": "rigl",
                                                           "sparse": {"t_end": 0.5}}))
+
+
+def test_run_help_lists_the_registered_names(capsys):
+    from sparseflow.cli import main
+    from sparseflow.data import DATASETS
+    from sparseflow.models import model_names
+
+    with pytest.raises(SystemExit) as done:
+        main(["run", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for field_name, names in (("dataset", DATASETS), ("model", model_names()),
+                              ("method", method_names())):
+        assert f"{field_name} (str, " in text
+        assert "One of: " + ", ".join(names) + "." in text, field_name

@@ -58,11 +58,17 @@ def _positive_float(text: str) -> float:
 
 def _config_help() -> str:
     from sparseflow.config import Config
+    from sparseflow.data import DATASETS
+    from sparseflow.methods.registry import method_names
+    from sparseflow.models import model_names
     from sparseflow.typed import describe
 
+    valid = {"dataset": list(DATASETS), "model": model_names(), "method": method_names()}
     lines = ["config fields (set with -c FILE.yaml or --set KEY=VALUE):"]
     for name, tp, default, help_ in describe(Config):
         lines.append(f"  {name} ({tp}, default {default})")
+        if name in valid:  # the registries' names (choices of the other fields are in help_)
+            help_ = f"{help_} One of: {', '.join(valid[name])}."
         if help_:
             lines.extend(textwrap.wrap(help_, 88, initial_indent="      ",
                                        subsequent_indent="      "))
