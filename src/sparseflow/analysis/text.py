@@ -24,15 +24,25 @@ def summary_text(summary: Mapping[str, Any]) -> str:
 
 
 def runs_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """One line per stored run: id, status, method, model, dataset, seed, steps, test acc."""
-    lines = [f"{'run_id':14s} {'status':11s} {'method':10s} {'model':10s} "
-             f"{'dataset':14s} {'seed':>4s} {'steps':>7s} {'test_acc':>8s}"]
+    """One line per stored run, with what tells runs apart: id, name, what the run is
+    (``scratch+``, ``lottery``, ...), status, model on dataset, sparsity, distribution,
+    duration, seed, test accuracy and tags."""
+    from sparseflow.analysis.catalog import run_fields
+
+    head = (f"{'run_id':12s}  {'name':16s}  {'label':14s}  {'status':11s}  {'model/data':22s}  "
+            f"{'sparsity':>8s}  {'dist':7s}  {'duration':8s}  {'seed':>4s}  {'test_acc':>8s}  "
+            "tags")
+    lines = [head]
     for r in rows:
-        s = r.get("summary") or {}
-        acc = s.get("test_accuracy")
-        lines.append(f"{r['run_id']:14s} {r['status']:11s} {r['method'] or '':10s} "
-                     f"{r['model'] or '':10s} {r['dataset'] or '':14s} {r['seed']!s:>4s} "
-                     f"{s.get('steps', ''):>7} {'' if acc is None else f'{acc:.4f}':>8s}")
+        f = run_fields(r)
+        acc, sp = f["test_accuracy"], f["sparsity"]
+        data = f"{f.get('model') or ''}/{f.get('dataset') or ''}"
+        lines.append(
+            f"{f['run_id']:12s}  {(f['name'] or '-')[:16]:16s}  {f['label'][:14]:14s}  "
+            f"{f['status'] or '':11s}  {data[:22]:22s}  "
+            f"{'-' if sp is None else f'{sp:.3f}':>8s}  {f['distribution'] or '-':7s}  "
+            f"{f['duration'] or '':8s}  {f['seed']!s:>4s}  "
+            f"{'-' if acc is None else f'{acc:.4f}':>8s}  {','.join(f['tags'])}")
     return "\n".join(lines)
 
 

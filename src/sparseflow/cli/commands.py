@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if main_rank and not args.json:  # with --json, stderr holds only messages and errors
         print(f"run {run_id(cfg)}: {cfg.method} {cfg.model} on {cfg.dataset}, seed {cfg.seed}")
     summary = execute(cfg, root=args.root, progress=not args.no_progress, echo=echo,
-                      force=args.force)
+                      force=args.force, name=args.name, tags=args.tag)
     import torch.distributed as tdist
 
     if tdist.is_available() and tdist.is_initialized():
@@ -84,15 +84,24 @@ def cmd_runs(args: argparse.Namespace) -> int:
         raise UserError("runs: expected an action: list, show or export")
     with _open_store(args.root, readonly=True) as store:
         if args.runs_command == "list":
+            from sparseflow import typed
+            from sparseflow.analysis.catalog import filter_runs, parse_where, sort_runs
+            from sparseflow.config import Config
+
+            where = parse_where(args.where, Config)
             rows = store.list_runs()
             for r in rows:
                 r["status"] = effective_status(r)
             if args.status:
                 rows = [r for r in rows if r["status"] == args.status]
+            rows = filter_runs(rows, where, args.tag)
+            if args.sort:
+                rows = sort_runs(rows, args.sort, typed.leaf_names(Config))
             if args.json:
                 for r in rows:
-                    print(json.dumps({k: r[k] for k in ("run_id", "status", "method", "dataset",
-                                                         "model", "seed", "summary")}))
+                    print(json.dumps({k: r[k] for k in ("run_id", "name", "tags", "status",
+                                                         "method", "dataset", "model", "seed",
+                                                         "config", "summary")}))
             else:
                 print(runs_table(rows))
             return 0

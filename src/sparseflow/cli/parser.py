@@ -56,6 +56,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _label_text(text: str) -> str:
+    """An argparse type: a run name or tag, 1 to 80 printable characters, no comma."""
+    if not 1 <= len(text) <= 80 or not text.isprintable() or "," in text:
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to 80 printable characters without a comma, got {text!r}")
+    return text
+
+
 def _config_help() -> str:
     from sparseflow.config import Config
     from sparseflow.data import DATASETS
@@ -102,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true",
                      help="retrain from scratch even if the run finished or has checkpoints")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--name", type=_label_text, default=None,
+                     help="a human name for the run (shown by runs list and the report)")
+    run.add_argument("--tag", action="append", default=[], type=_label_text,
+                     help="a tag for the run (repeat for several)")
     _root_arg(run)
 
     cfg = sub.add_parser("config", help="print the resolved config and its run id",
@@ -117,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     from sparseflow.store.database import STATUSES
 
     ls.add_argument("--status", choices=STATUSES, help="only runs with this status")
+    ls.add_argument("--where", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                    help="only runs whose config has these values, e.g. method=rigl "
+                    "sparsity=0.9")
+    ls.add_argument("--tag", action="append", default=[], type=_label_text,
+                    help="only runs with this tag (repeat: all of them)")
+    ls.add_argument("--sort", default=None, metavar="KEY",
+                    help="order by a column (run_id, name, label, status, sparsity, "
+                    "distribution, duration, seed, test_accuracy, started) or any config "
+                    "field; --sort=-KEY: descending")
     ls.add_argument("--json", action="store_true", help="JSON lines")
     _root_arg(ls)
     show = rsub.add_parser("show", help="config, summary and metrics of one run")

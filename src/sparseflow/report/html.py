@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sparseflow.analysis.catalog import method_label
 from sparseflow.errors import UserError
 from sparseflow.plots import plot_lines
 from sparseflow.store.database import Store, effective_status
@@ -105,10 +106,12 @@ def _series(store: Store, rid: str, name: str) -> tuple[list[int], list[float]]:
 
 
 def _label(run: dict[str, Any]) -> str:
+    """The run's name when it has one, else what it is: ``scratch+ s=0.9 seed=0``."""
+    if run.get("name"):
+        return str(run["name"])
     cfg = run.get("config") or {}
-    init = "+" if cfg.get("init") == "sparse" else ""
     sp = "" if run["method"] in ("dense", "small_dense") else f" s={cfg.get('sparsity')}"
-    return f"{run['method']}{init}{sp} seed={run['seed']} [{run['run_id'][:8]}]"
+    return f"{method_label(cfg)}{sp} seed={run['seed']} [{run['run_id'][:8]}]"
 
 
 def build_report(root: str | Path, run_ids: Sequence[str] | None = None,

@@ -53,7 +53,9 @@ CREATE TABLE IF NOT EXISTS runs (
     finished  REAL,
     host      TEXT,
     pid       INTEGER,
-    summary   TEXT
+    summary   TEXT,
+    name      TEXT,
+    tags      TEXT
 );
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT NOT NULL,
@@ -74,8 +76,10 @@ CREATE TABLE IF NOT EXISTS artifacts (
 
 RUN_COLUMNS = (
     "run_id", "status", "method", "dataset", "model", "seed", "started", "finished", "host",
-    "pid", "config", "summary",
+    "pid", "config", "summary", "name", "tags",
 )
+#: columns added after the first stores were written: (name, SQL type), added on open
+_ADDED_COLUMNS = (("name", "TEXT"), ("tags", "TEXT"))
 
 
 class Store:
@@ -108,11 +112,19 @@ class Store:
             self._retry(lambda: self._conn.execute("PRAGMA journal_mode=WAL"))
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._retry(lambda: self._conn.executescript(_SCHEMA))
+            self._retry(self._add_columns)
         except sqlite3.DatabaseError as e:
             if "not a database" in str(e):
                 raise StoreError(f"{self.path}: not a SQLite database (refusing to touch it)"
                                  ) from None
             raise StoreError(f"{self.path}: cannot open run store ({e})") from None
+
+    def _add_columns(self) -> None:
+        """Bring a store written by an earlier version up to the current ``runs`` columns."""
+        have = {r[1] for r in self._conn.execute("PRAGMA table_info(runs)")}
+        for name, sql_type in _ADDED_COLUMNS:
+            if name not in have:  # names and types are constants of this module
+                self._conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {sql_type}")
 
     def close(self) -> None:
         """Close the connection."""
@@ -248,6 +260,13 @@ class Store:
         with self._write() as c:
             c.execute("UPDATE runs SET status=? WHERE run_id=?", (status, run_id))
 
+    def set_labels(self, run_id: str, name: str | None, tags: Sequence[str]) -> None:
+        """Give a run a human name and tags (replacing earlier ones); they do not name the run
+        (its id is the config's hash) and can change at any time."""
+        with self._write() as c:
+            c.execute("UPDATE runs SET name=?, tags=? WHERE run_id=?",
+                      (name, json.dumps(sorted(set(tags))), run_id))
+
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """The run's row with ``config`` and ``summary`` decoded, or None."""
         rows = self._query("SELECT * FROM runs WHERE run_id=?", (run_id,))
@@ -357,6 +376,8 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
     for k in ("config", "summary"):
         if out.get(k):
             out[k] = json.loads(out[k])
+    out["name"] = out.get("name")  # None also in a store of an earlier version, read only
+    out["tags"] = json.loads(out["tags"]) if out.get("tags") else []
     return out
 
 

@@ -34,6 +34,9 @@ class Recorder:
     def artifact(self, rid: str, name: str, path: str | Path, kind: str) -> None:
         """A file the run produced."""
 
+    def labels(self, rid: str, name: str | None, tags: list[str]) -> None:
+        """The run's human name and tags."""
+
 
 class StoreRecorder(Recorder):
     """Writes straight to a :class:`Store`."""
@@ -55,6 +58,9 @@ class StoreRecorder(Recorder):
 
     def artifact(self, rid: str, name: str, path: str | Path, kind: str) -> None:
         self.store.add_artifact(rid, name, path, kind)
+
+    def labels(self, rid: str, name: str | None, tags: list[str]) -> None:
+        self.store.set_labels(rid, name, tags)
 
 
 class MemoryRecorder(Recorder):
@@ -78,6 +84,9 @@ class MemoryRecorder(Recorder):
     def artifact(self, rid: str, name: str, path: str | Path, kind: str) -> None:
         self.events.append(("artifact", rid, (name, str(path)), kind))
 
+    def labels(self, rid: str, name: str | None, tags: list[str]) -> None:
+        self.events.append(("labels", rid, name, list(tags)))
+
     @staticmethod
     def replay(events: list[tuple[str, str, Any, Any]], store: Store) -> None:
         """Apply recorded events to ``store`` in order."""
@@ -93,3 +102,5 @@ class MemoryRecorder(Recorder):
                 rec.finish(rid, a, b)
             elif kind == "artifact":
                 rec.artifact(rid, a[0], a[1], b)
+            elif kind == "labels":
+                rec.labels(rid, a, b)

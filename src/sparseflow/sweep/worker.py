@@ -118,6 +118,10 @@ class JournalRecorder(MemoryRecorder):
         super().artifact(rid, name, path, kind)
         self._write(rid, list(self.events[-1]))
 
+    def labels(self, rid: str, name: str | None, tags: list[str]) -> None:
+        super().labels(rid, name, tags)
+        self._write(rid, list(self.events[-1]))
+
     def close(self) -> None:
         """Close the journal files."""
         for fh in self._files.values():

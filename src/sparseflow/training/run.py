@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -229,8 +229,13 @@ def execute(
     force: bool = False,
     callbacks: list[Callback] | None = None,
     recorder: Recorder | None = None,
+    name: str | None = None,
+    tags: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run (or resume, or skip if finished) the training run ``cfg``; returns its summary.
+
+    ``name`` and ``tags`` label the run in the store (``runs list``, the report); they do not
+    change its id, and given again for a finished run they replace its labels.
 
     ``recorder`` receives the run's life (default: the store under ``root``; a sweep worker
     passes a :class:`~sparseflow.store.recorder.MemoryRecorder`). The store is read to
@@ -243,6 +248,8 @@ def execute(
     with Store(store_path(root)) as store, run_lock(rdir, echo):
         existing = store.get_run(rid)
         if existing and existing["status"] == "finished" and not force and existing["summary"]:
+            if name is not None or tags:
+                store.set_labels(rid, name, tags)
             return existing["summary"]
 
         try:
@@ -257,6 +264,8 @@ def execute(
                     rdir.parent.rmdir()
             raise
         rec.start(rid, to_dict(cfg))
+        if name is not None or tags:
+            rec.labels(rid, name, list(tags))
         head = {"run_id": rid, "method": cfg.method, "dataset": cfg.dataset,
                 "model": cfg.model, "seed": cfg.seed}
         try:
