@@ -160,7 +160,7 @@ def _record(store: Store, eps: list[Any], name: str, path: Path) -> None:
 def interpolate_runs(root: str | Path, spec_a: str, spec_b: str, *,
                      alphas: str = "-0.2:1.2:29", split: str = "train", mask: str = "shared",
                      bn_reset: bool = True, batch_size: int = 1000,
-                     out: str | Path | None = None) -> dict[str, Any]:
+                     out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Loss and accuracy along theta(a) = (1 - a) theta_A + a theta_B; barrier and monotonicity.
 
     Written to ``result.json``, ``path.csv``, ``path.png``/``.svg`` under
@@ -184,7 +184,7 @@ def interpolate_runs(root: str | Path, spec_a: str, spec_b: str, *,
         try:
             res = linear_path(a.model, _params(a.model), _params(b.model), x, y, grid,
                               masks=masks, bn_reset=bn_reset, bn_x=data.x_train,
-                              batch_size=batch_size)
+                              batch_size=batch_size, progress=progress)
         except ValueError as e:
             raise _user(e, "analyze interpolate") from None
         outdir = _outdir(root, "interpolate", [a.label, b.label], out)

@@ -149,7 +149,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     elif cmd == "interpolate":
         res = analyses.interpolate_runs(root, args.a, args.b, alphas=args.alphas,
                                         split=args.split, mask=args.mask,
-                                        bn_reset=not args.no_bn_reset, out=args.out)
+                                        bn_reset=not args.no_bn_reset, out=args.out,
+                                        progress=not args.no_progress)
         show = interpolation_text
     elif cmd == "curve":
         res = analyses.curve_runs(root, args.a, args.b, kind=args.kind, subspace=args.subspace,

@@ -274,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep interpolated BatchNorm statistics instead of re-estimating them")
     ip.add_argument("--out", help="output directory (default ROOT/analyses/interpolate-A-B)")
     ip.add_argument("--json", action="store_true", help="one JSON object")
+    ip.add_argument("--no-progress", action="store_true",
+                    help="no progress bar (there is one only on a terminal)")
     _root_arg(ip)
     cv = asub.add_parser(
         "curve", help="train a Bezier or polygonal-chain curve between two solutions",
