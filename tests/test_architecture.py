@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: bottom first; a module may import its own package and any package of a lower layer
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
-    ("typed", "grids"),
+    ("typed", "grids", "factories"),
     ("data", "models", "sparsity"),
     ("methods",),
     ("flow", "landscape"),

@@ -17,6 +17,7 @@ import yaml
 
 from sparseflow import typed
 from sparseflow.errors import ConfigError
+from sparseflow.factories import is_reference, load_factory
 from sparseflow.methods.registry import method_names, method_spec, option_classes
 from sparseflow.typed import field
 
@@ -228,7 +229,12 @@ class LogConfig:
 @dataclass
 class Config:
     dataset: str = field("fashion_mnist", help="Dataset name.")
-    model: str = field("lenet300", help="Model name.")
+    model: str = field("lenet300", help="Model name, or package.module:function of your own "
+                       "(called as function(input_shape, num_classes, **model_args); "
+                       "docs/models.md).")
+    model_args: dict[str, Any] = field(
+        default_factory=dict, help="Keyword arguments of a model of your own: "
+        "--set model_args.hidden=256 (numbers, strings, true/false, lists).")
     method: str = field("dense", help="Training method.")
     sparsity: float = field(
         0.9, low=0.0, high=1.0, high_open=True, help="Target sparsity of the sparsified "
@@ -268,10 +274,16 @@ class Config:
             raise ConfigError(
                 f"dataset: unknown dataset {self.dataset!r}; valid: {', '.join(DATASETS)}"
             )
-        if self.model not in model_names():
+        if is_reference(self.model):
+            load_factory(self.model, "model")  # importable and callable
+        elif self.model not in model_names():
             raise ConfigError(
-                f"model: unknown model {self.model!r}; valid: {', '.join(model_names())}"
+                f"model: unknown model {self.model!r}; valid: {', '.join(model_names())} "
+                "(or package.module:function of your own)"
             )
+        elif self.model_args:
+            raise ConfigError(f"model_args: only for a model of your own "
+                              f"(model=package.module:function), not model={self.model}")
         if self.method not in method_names():
             raise ConfigError(
                 f"method: unknown method {self.method!r}; valid: {', '.join(method_names())}"
@@ -306,6 +318,15 @@ class Config:
         from sparseflow.models.registry import resolve_options
 
         a = self.arch
+        if is_reference(self.model):
+            if a != ArchConfig(activation=a.activation, init=a.init):
+                raise ConfigError("arch: a model of your own takes its options from "
+                                  "model_args (arch.widths/depth/width/batchnorm/skip are for "
+                                  "the built-in models)")
+            if method_spec(self.method).narrows_model:
+                raise ConfigError(f"method={self.method}: narrows a built-in model; a model "
+                                  "of your own cannot be narrowed")
+            return
         if a.widths is not None and not a.widths:
             raise ConfigError("arch.widths: empty; give at least one width (or leave it out)")
         try:
@@ -358,10 +379,9 @@ def load_config(
         if old in pairs and new in pairs:
             raise ConfigError(f"{old}: renamed to {new}; give one")
     pairs = {renamed.get(k, k): v for k, v in pairs.items()}
-    valid = typed.leaf_names(Config)
     for key in pairs:
-        if key not in valid:
-            raise typed._unknown_key(key, valid)
+        if not typed.is_field(Config, key):
+            raise typed._unknown_key(key, typed.leaf_names(Config))
     return typed.from_dict(Config, typed.merge(data, pairs))
 
 

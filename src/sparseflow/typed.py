@@ -115,9 +115,30 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _plain(name: str, value: Any) -> Any:
+    """``value`` if it is a YAML scalar or a list of them, else a ConfigError naming ``name``."""
+    if isinstance(value, list | tuple):
+        return [_plain(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    raise ConfigError(f"{name}: expected a number, string, true/false, null or a list of them, "
+                      f"got {value!r}")
+
+
 def _coerce(name: str, tp: Any, value: Any) -> Any:
     """Convert ``value`` to type ``tp`` or raise a ConfigError naming the field."""
     origin = typing.get_origin(tp)
+    if origin is dict:  # a free mapping (e.g. a model factory's keyword arguments)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name}: expected a mapping of names to values, got {value!r}")
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or not k.isidentifier():
+                raise ConfigError(f"{name}: {k!r} is not a valid argument name")
+            out[k] = _plain(f"{name}.{k}", v)
+        return out
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -346,11 +367,30 @@ def merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, An
     return unflatten(flat)
 
 
+def leaf_values(cfg: Any) -> dict[str, Any]:
+    """``{dotted leaf name: value}`` of a config (a mapping field is one leaf, its dict)."""
+    out: dict[str, Any] = {}
+    for name, _, _ in iter_fields(type(cfg)):
+        obj = cfg
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        out[name] = list(obj) if isinstance(obj, tuple) else obj
+    return out
+
+
+def is_field(cls: type, key: str) -> bool:
+    """Whether dotted ``key`` names a leaf of ``cls`` or an entry of one of its mapping
+    fields (``model_args.hidden``)."""
+    if key in leaf_names(cls):
+        return True
+    return any(key.startswith(name + ".") and typing.get_origin(tp) is dict
+               for name, _, tp in iter_fields(cls))
+
+
 def non_default(cfg: Any, *, hashed_only: bool = True) -> dict[str, Any]:
     """Dotted fields whose value differs from the default (only those that name the run)."""
     cls = type(cfg)
-    default = cls()
-    cur, ref = flatten(to_dict(cfg)), flatten(to_dict(default))
+    cur, ref = leaf_values(cfg), leaf_values(cls())
     out = {}
     for name, f, _ in iter_fields(cls):
         if hashed_only and not f.metadata.get("hash", True):
@@ -372,8 +412,7 @@ def content_hash(cfg: Any, length: int = 12) -> str:
 
 def describe(cls: type) -> list[tuple[str, str, str, str]]:
     """(dotted name, type, default, help) rows for documentation and ``--help``."""
-    default = cls()
-    flat = flatten(to_dict(default))
+    flat = leaf_values(cls())
     rows = []
     for name, f, tp in iter_fields(cls):
         h = f.metadata.get("help", "")

@@ -98,7 +98,7 @@ def _axes(path: Path, section: str, raw: Any, valid: list[str]) -> dict[str, lis
     flat = {typed.canonical(Config, str(k)): v for k, v in typed.flatten(raw).items()}
     out: dict[str, list[Any]] = {}
     for key, values in flat.items():
-        if not isinstance(key, str) or key not in valid:
+        if not isinstance(key, str) or not typed.is_field(Config, key):
             raise ConfigError(f"{path}: {section} axis {key!r} is not a config field"
                               f"{_suggest(str(key), valid)}")
         if not isinstance(values, list):
@@ -160,7 +160,7 @@ def load_sweep(path: str | Path) -> Sweep:
                           f"{type(base_raw).__name__}")
     base = {typed.canonical(Config, str(k)): v for k, v in typed.flatten(base_raw).items()}
     for key in base:
-        if key not in valid:
+        if not typed.is_field(Config, key):
             raise ConfigError(f"{p}: base: {key!r} is not a config field{_suggest(key, valid)}")
     try:
         config_from_dict(typed.unflatten(base))

@@ -20,6 +20,7 @@ import torch
 from sparseflow.config import Config, config_to_yaml, run_id
 from sparseflow.data import Dataset, load_dataset
 from sparseflow.errors import ConfigError, UserError
+from sparseflow.factories import is_reference, load_factory
 from sparseflow.methods.registry import method_spec
 from sparseflow.models import build_model
 from sparseflow.models.registry import with_widths
@@ -99,13 +100,33 @@ def make_model(cfg: Config, data: Dataset, widths: list[int] | None = None) -> t
     """The model named by the config, initialised from ``torch.manual_seed(cfg.seed)``."""
     torch.manual_seed(cfg.seed)
     a = cfg.arch
-    opts: dict[str, Any] = {"widths": a.widths, "depth": a.depth, "width": a.width,
-                            "activation": a.activation, "batchnorm": a.batchnorm, "skip": a.skip}
-    if widths is not None:
-        opts = with_widths(opts, widths)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, **opts)
+    if is_reference(cfg.model):
+        model = _own_model(cfg, data)
+    else:
+        opts: dict[str, Any] = {"widths": a.widths, "depth": a.depth, "width": a.width,
+                                "activation": a.activation, "batchnorm": a.batchnorm,
+                                "skip": a.skip}
+        if widths is not None:
+            opts = with_widths(opts, widths)
+        model = build_model(cfg.model, data.input_shape, data.num_classes, **opts)
     if a.init != "default":
         base_init_(model, a.init)
+    return model
+
+
+def _own_model(cfg: Config, data: Dataset) -> torch.nn.Module:
+    """``factory(input_shape, num_classes, **model_args)`` of ``model=package.module:factory``;
+    whatever goes wrong is one ConfigError line naming the factory."""
+    factory = load_factory(cfg.model, "model")
+    try:
+        model = factory(tuple(data.input_shape), data.num_classes, **cfg.model_args)
+    except Exception as e:  # noqa: BLE001 - the user's factory: report, do not trace back
+        raise ConfigError(f"model: {cfg.model}({tuple(data.input_shape)}, {data.num_classes}"
+                          f"{''.join(f', {k}={v!r}' for k, v in cfg.model_args.items())}) "
+                          f"failed ({type(e).__name__}: {' '.join(str(e).split())})") from None
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"model: {cfg.model} returned {type(model).__name__}, expected an "
+                          "nn.Module")
     return model
 
 

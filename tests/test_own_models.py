@@ -1,0 +1,88 @@
+"""A model of one's own by reference: ``model=package.module:factory`` with ``model_args``,
+hashed into the run id, trained by every method, and rebuilt by ``analyze``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sparseflow.cli import main
+from sparseflow.config import load_config, run_id
+from sparseflow.errors import ConfigError
+from sparseflow.store.checkpoint import load_checkpoint
+from sparseflow.training.run import execute
+
+HERE = str(Path(__file__).resolve().parent)
+BASE = ["dataset=synthetic", "model=own_models:tiny", "train.duration=2ep", "data.heldout=64",
+        "flow.every=10"]
+
+
+@pytest.fixture(autouse=True)
+def importable(monkeypatch):
+    monkeypatch.syspath_prepend(HERE)
+
+
+def test_arguments_name_the_run():
+    a = load_config(None, [*BASE, "model_args.hidden=16"])
+    b = load_config(None, [*BASE, "model_args.hidden=32"])
+    assert a.model_args == {"hidden": 16}
+    assert run_id(a) != run_id(b)
+    assert run_id(load_config(None, BASE)) == run_id(load_config(None, BASE))
+
+
+@pytest.mark.parametrize("method", ["rigl", "lottery"])
+def test_trains_sparse_with_its_own_arguments(method, tmp_path):
+    cfg = load_config(None, [*BASE, f"method={method}", "sparsity=0.8", "model_args.hidden=24",
+                             "model_args.depth=2", "sparse.update_every=8"])
+    s = execute(cfg, root=tmp_path, progress=False)
+    assert s["status"] == "finished" and s["sparsity"] == pytest.approx(0.8, abs=0.01)
+    state = load_checkpoint(s["checkpoint"])["model"]
+    assert tuple(state["1.weight"].shape) == (24, 20)  # Flatten, Linear(20 -> 24): hidden=24
+    assert tuple(state["3.weight"].shape) == (24, 24)  # depth=2
+
+
+def test_analyze_rebuilds_the_model(tmp_path, capsys):
+    cfg = load_config(None, [*BASE, "method=static", "sparsity=0.5", "model_args.hidden=12"])
+    s = execute(cfg, root=tmp_path, progress=False)
+    capsys.readouterr()
+    assert main(["analyze", "hessian", s["run_id"], "--root", str(tmp_path), "--top-k", "2",
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    active = sum(int(m.sum()) for m in
+                 load_checkpoint(s["checkpoint"])["callbacks"]["sparsifier"]["masks"].values())
+    assert res["n_active"] == active and len(res["top"]) == 2
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (["model=own_models:nosuch"], "module 'own_models' has no 'nosuch'"),
+    (["model=no_such_module:f"], "cannot import 'no_such_module'"),
+    (["model=own_models"], "unknown model 'own_models'"),
+    (["model=own_models:tiny", "arch.depth=2"], "takes its options from model_args"),
+    (["model=own_models:tiny", "method=small_dense"], "cannot be narrowed"),
+    (["model=mlp", "model_args.hidden=3"], "model_args: only for a model of your own"),
+])
+def test_bad_references_are_one_line(sets, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, ["dataset=synthetic", *sets])
+
+
+def test_arguments_are_plain_values():
+    from sparseflow.config import config_from_dict
+
+    with pytest.raises(ConfigError, match="model_args.hidden: expected a number, string"):
+        config_from_dict({"dataset": "synthetic", "model": "own_models:tiny",
+                          "model_args": {"hidden": {"a": 1}}})
+    with pytest.raises(ConfigError, match="model_args: '2x' is not a valid argument name"):
+        config_from_dict({"dataset": "synthetic", "model": "own_models:tiny",
+                          "model_args": {"2x": 1}})
+
+
+def test_a_factory_that_fails_is_one_line_and_writes_nothing(tmp_path):
+    for sets, message in ((["model_args.width=3"], "unexpected keyword argument 'width'"),
+                          (["model=own_models:not_a_model"], "returned str, expected an")):
+        cfg = load_config(None, [*BASE, *sets])
+        with pytest.raises(ConfigError, match=message):
+            execute(cfg, root=tmp_path, progress=False)
+        assert not (tmp_path / "runs").exists()
