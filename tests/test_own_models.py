@@ -86,3 +86,41 @@ def test_a_factory_that_fails_is_one_line_and_writes_nothing(tmp_path):
         with pytest.raises(ConfigError, match=message):
             execute(cfg, root=tmp_path, progress=False)
         assert not (tmp_path / "runs").exists()
+
+
+def test_own_dataset_and_model_together(tmp_path, capsys):
+    cfg = load_config(None, ["dataset=own_models:blobs", "dataset_args.n=800",
+                             "dataset_args.dim=5", "model=own_models:tiny", "method=set",
+                             "sparsity=0.5", "train.duration=3ep", "train.batch_size=32",
+                             "data.heldout=100", "sparse.update_every=5"])
+    s = execute(cfg, root=tmp_path, progress=False)
+    assert s["status"] == "finished"
+    assert s["steps"] == 3 * ((800 - 100) // 32)  # 100 examples carved out for measurement
+    assert s["test_accuracy"] > 0.6  # 3 well-separated blobs
+    state = load_checkpoint(s["checkpoint"])["model"]
+    assert tuple(state["1.weight"].shape) == (8, 5)
+    other = load_config(None, ["dataset=own_models:blobs", "dataset_args.n=900",
+                               "model=own_models:tiny"])
+    assert run_id(other) != run_id(load_config(None, ["dataset=own_models:blobs",
+                                                      "model=own_models:tiny"]))
+    capsys.readouterr()
+    assert main(["analyze", "hessian", s["run_id"], "--root", str(tmp_path), "--top-k", "1",
+                 "--json"]) == 0
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (["dataset=own_models:tensors_not_a_dataset"], "returned list, expected a"),
+    (["dataset=own_models:blobs", "dataset_args.bogus=1"], "unexpected keyword argument"),
+])
+def test_a_dataset_factory_that_fails_is_one_line(sets, message, tmp_path):
+    from sparseflow.errors import UserError
+
+    cfg = load_config(None, [*sets, "model=own_models:tiny", "data.heldout=10"])
+    with pytest.raises(UserError, match=message):
+        execute(cfg, root=tmp_path, progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dataset_args_only_for_own_datasets():
+    with pytest.raises(ConfigError, match="dataset_args: only for a dataset of your own"):
+        load_config(None, ["dataset=synthetic", "dataset_args.n=3"])

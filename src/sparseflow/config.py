@@ -228,7 +228,11 @@ class LogConfig:
 
 @dataclass
 class Config:
-    dataset: str = field("fashion_mnist", help="Dataset name.")
+    dataset: str = field("fashion_mnist", help="Dataset name, or package.module:function of "
+                         "your own (returning a sparseflow.data.Dataset; docs/data.md).")
+    dataset_args: dict[str, Any] = field(
+        default_factory=dict, help="Keyword arguments of a dataset of your own: "
+        "--set dataset_args.n=5000 (numbers, strings, true/false, lists).")
     model: str = field("lenet300", help="Model name, or package.module:function of your own "
                        "(called as function(input_shape, num_classes, **model_args); "
                        "docs/models.md).")
@@ -270,10 +274,16 @@ class Config:
         from sparseflow.data import DATASETS
         from sparseflow.models import model_names
 
-        if self.dataset not in DATASETS:
+        if is_reference(self.dataset):
+            load_factory(self.dataset, "dataset")  # importable and callable
+        elif self.dataset not in DATASETS:
             raise ConfigError(
-                f"dataset: unknown dataset {self.dataset!r}; valid: {', '.join(DATASETS)}"
+                f"dataset: unknown dataset {self.dataset!r}; valid: {', '.join(DATASETS)} "
+                "(or package.module:function of your own)"
             )
+        elif self.dataset_args:
+            raise ConfigError(f"dataset_args: only for a dataset of your own "
+                              f"(dataset=package.module:function), not dataset={self.dataset}")
         if is_reference(self.model):
             load_factory(self.model, "model")  # importable and callable
         elif self.model not in model_names():
@@ -342,7 +352,8 @@ class Config:
                               f"(dataset={self.dataset})")
         from sparseflow.data import NORMALISATION
 
-        if self.data.augment and self.dataset not in NORMALISATION:
+        if self.data.augment and self.dataset not in NORMALISATION and \
+                not is_reference(self.dataset):  # a dataset of one's own brings its own
             raise ConfigError(f"data.augment: dataset {self.dataset} has no augmentation "
                               f"(vector data; image datasets: {', '.join(NORMALISATION)})")
         batches = method_spec(self.method).heldout_batches(self.sparse)

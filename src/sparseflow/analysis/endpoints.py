@@ -107,7 +107,8 @@ def dataset_for(cfg: Config, data_cache: dict[str, Any]) -> Any:
     from sparseflow.training.run import load_data
     from sparseflow.training.sparsifier import heldout_sizes
 
-    key = f"{cfg.dataset}:{heldout_sizes(cfg)}:{cfg.data.n_train}"
+    key = f"{cfg.dataset}:{sorted(cfg.dataset_args.items())}:{heldout_sizes(cfg)}:" \
+          f"{cfg.data.n_train}"
     if key not in data_cache:
         data_cache[key] = load_data(cfg)
     return data_cache[key]

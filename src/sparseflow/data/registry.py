@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sparseflow.factories import is_reference, load_factory
+
 from .augment import RandomCrop
 from .cifar import LAYOUTS, read_cifar
 from .dataset import Augment, Dataset, carve_heldout, heldout_sizes
@@ -312,6 +314,37 @@ def _check_options(name: str, loader: Callable[..., _Split], options: dict) -> N
         raise DataError(f"unknown option(s) {', '.join(unknown)} for {name}; valid: {allowed}")
 
 
+def _own_dataset(ref: str, heldout: Sequence[int] | int, seed: int, augment: bool,
+                 kw: dict) -> Dataset:
+    """``function(**kw)`` of ``dataset=package.module:function``: a :class:`Dataset` without
+    held-out batches, from which the held-out batches are carved as for every dataset."""
+    from sparseflow.errors import UserError
+
+    try:
+        factory = load_factory(ref, "dataset")
+    except UserError as e:
+        raise DataError(str(e)) from None
+    try:
+        ds = factory(**kw)
+    except Exception as e:  # noqa: BLE001 - the user's factory: report, do not trace back
+        raise DataError(f"dataset: {ref}(**{kw}) failed ({type(e).__name__}: "
+                        f"{' '.join(str(e).split())})") from None
+    if not isinstance(ds, Dataset):
+        raise DataError(f"dataset: {ref} returned {type(ds).__name__}, expected a "
+                        "sparseflow.data.Dataset")
+    if ds.heldout:
+        raise DataError(f"dataset: {ref} returned held-out batches; return the full training "
+                        "set (sparseflow carves data.heldout examples from it)")
+    if augment and ds.augment is None:
+        raise DataError(f"dataset: {ref} has no augment function; set data.augment=false")
+    x_train, y_train, batches = carve_heldout(ds.x_train, ds.y_train, heldout_sizes(heldout),
+                                              seed, ref)
+    return Dataset(name=ref, x_train=x_train, y_train=y_train, x_test=ds.x_test,
+                   y_test=ds.y_test, heldout=batches, num_classes=ds.num_classes,
+                   input_shape=tuple(x_train.shape[1:]),
+                   augment=ds.augment if augment else None)
+
+
 def load_dataset(
     name: str,
     *,
@@ -334,6 +367,8 @@ def load_dataset(
     ``input_shape``, ``num_classes``, ``seed``, ``separation`` for synthetic.
     Raises :class:`DataError` with a one-line explanation on any failure.
     """
+    if is_reference(str(name)):
+        return _own_dataset(str(name), heldout, heldout_seed, augment, kw)
     key = str(name).strip().lower().replace("-", "_")
     if key not in _LOADERS:
         raise DataError(f"unknown dataset '{name}'; valid names: {', '.join(DATASETS)}")

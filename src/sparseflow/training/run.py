@@ -86,6 +86,7 @@ def load_data(cfg: Config) -> Dataset:
     """The dataset named by the config, with its held-out batch."""
     # Config.validate has checked that only the synthetic dataset gets n_train
     kw: dict[str, Any] = {} if cfg.data.n_train is None else {"n_train": cfg.data.n_train}
+    kw.update(cfg.dataset_args)  # a dataset of one's own: its keyword arguments
     return load_dataset(
         cfg.dataset,
         root=cfg.data.root,
