@@ -355,3 +355,28 @@ def test_errors():
             hessian_report(model, masks, x, y, **kw)
     with pytest.raises(ValueError):
         lanczos(lambda v: v, 5, k=6, steps=5)
+
+
+def test_progress_counts_products_and_changes_no_number(capsys, monkeypatch):
+    """The progress bar (shown on a terminal only) counts Hessian-vector products; the report
+    is the same with and without it."""
+    import io
+
+    import tqdm
+
+    model = tiny_model()
+    x, y = batch()
+    plain = hessian_report(model, None, x, y, top_k=2, hutchinson_samples=3)
+    seen: list[int] = []
+    original = tqdm.tqdm.update
+
+    def count(self, n=1):
+        seen.append(n)
+        return original(self, n)
+
+    monkeypatch.setattr(tqdm.tqdm, "update", count)
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    shown = hessian_report(model, None, x, y, top_k=2, hutchinson_samples=3, progress=True)
+    assert shown.top == plain.top and shown.bottom == plain.bottom
+    assert shown.trace == plain.trace and shown.gHg == plain.gHg
+    assert len(seen) > 3  # one per product: Lanczos steps, g^T H g, probes, per layer

@@ -25,7 +25,7 @@ def _user(e: ValueError, what: str) -> UserError:
 
 def hessian_of_run(root: str | Path, spec: str, *, top_k: int = 5, include_biases: bool = False,
                    per_layer: bool = True, samples: int = 50, seed: int = 0,
-                   batch_size: int | None = None) -> dict[str, Any]:
+                   batch_size: int | None = None, progress: bool = False) -> dict[str, Any]:
     """Hessian spectrum of a run's checkpoint on its held-out batch, restricted to active weights.
 
     Stores ``hessian/*`` metrics at the checkpoint's step and returns them with the per-layer
@@ -44,7 +44,8 @@ def hessian_of_run(root: str | Path, spec: str, *, top_k: int = 5, include_biase
         try:
             rep = hessian_report(ep.model, ep.masks, x, y, top_k=top_k,
                                  include_biases=include_biases, per_layer=per_layer,
-                                 hutchinson_samples=samples, seed=seed, batch_size=batch_size)
+                                 hutchinson_samples=samples, seed=seed, batch_size=batch_size,
+                                 progress=progress)
         except ValueError as e:
             raise _user(e, "analyze hessian") from None
         metrics: dict[str, float] = {"hessian/gHg": rep.gHg, "hessian/gHg_over_gg":

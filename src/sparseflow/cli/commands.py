@@ -164,7 +164,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         spec = args.run_id if args.step is None else f"{args.run_id}@{args.step}"
         res = analyses.hessian_of_run(root, spec, top_k=args.top_k, include_biases=args.biases,
                                       samples=args.samples, per_layer=not args.no_per_layer,
-                                      batch_size=args.batch_size)
+                                      batch_size=args.batch_size,
+                                      progress=not args.no_progress)
         show = hessian_text
     elif cmd == "signal":
         try:

@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     hs.add_argument("--batch-size", type=_int(1), help="split the held-out batch (memory)")
     hs.add_argument("--no-per-layer", action="store_true", help="whole model only")
     hs.add_argument("--json", action="store_true", help="one JSON object")
+    hs.add_argument("--no-progress", action="store_true",
+                    help="no progress bar (there is one only on a terminal)")
     _root_arg(hs)
     sg = asub.add_parser(
         "signal", help="output std at init vs sparsity, per initialisation",

@@ -31,13 +31,14 @@ Quantities (``hessian_report``)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from .hvp import LossFn, Objective, Space, restricted
 from .lanczos import hutchinson, lanczos
@@ -96,12 +97,14 @@ def _block_report(
     lanczos_steps: int | None,
     samples: int,
     seed: int,
+    tick: Callable[[], object] = lambda: None,
 ) -> HessianReport:
     n = space.n
     if n == 0:
         return HessianReport([], [], 0.0, math.nan, 0.0, 0.0, 0)
 
     def matvec(flat: Tensor) -> Tensor:
+        tick()
         return space.pack(obj.hvp(space.unpack(flat), names))
 
     k = min(k, n)
@@ -165,6 +168,7 @@ def hessian_report(
     hutchinson_samples: int = 50,
     seed: int = 0,
     batch_size: int | None = None,
+    progress: bool = False,
 ) -> HessianReport:
     """Extreme eigenvalues, g^T H g and trace of the Hessian restricted to the active weights.
 
@@ -179,7 +183,8 @@ def hessian_report(
     >= n_active computes it exactly). ``seed`` fixes the Lanczos start vector, the probes and
     dropout. ``per_layer`` adds one report per sparsified weight (top_k capped at the layer's
     active count). Cost: roughly lanczos steps + hutchinson_samples + 1 Hessian-vector
-    products (each about 2-3 backward passes), per block.
+    products (each about 2-3 backward passes), per block; ``progress`` counts them on a
+    progress bar (on a terminal only).
 
     Raises ValueError when top_k exceeds the number of active coordinates, when the model has
     no Linear/Conv weight, or when masks do not match the parameters.
@@ -191,13 +196,16 @@ def hessian_report(
     obj, space, groups = _setup(model, masks, x, y, loss_fn, include_biases, batch_size, seed)
     if top_k > space.n:
         raise ValueError(f"top_k={top_k} exceeds the {space.n} active weights")
-    report = _block_report(obj, space, None, top_k, lanczos_steps, hutchinson_samples, seed)
-    if per_layer:
-        for i, (layer, names) in enumerate(groups.items()):
-            sub = Space(names, obj.point, obj.masks)
-            report.per_layer[layer] = _block_report(
-                obj, sub, names, top_k, lanczos_steps, hutchinson_samples, seed + 1000 * (i + 1)
-            )
+    with tqdm(desc="Hessian-vector products", unit="hvp", leave=False,
+              disable=None if progress else True) as bar:
+        report = _block_report(obj, space, None, top_k, lanczos_steps, hutchinson_samples,
+                               seed, bar.update)
+        if per_layer:
+            for i, (layer, names) in enumerate(groups.items()):
+                sub = Space(names, obj.point, obj.masks)
+                report.per_layer[layer] = _block_report(
+                    obj, sub, names, top_k, lanczos_steps, hutchinson_samples,
+                    seed + 1000 * (i + 1), bar.update)
     return report
 
 
