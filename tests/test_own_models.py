@@ -124,3 +124,55 @@ def test_a_dataset_factory_that_fails_is_one_line(sets, message, tmp_path):
 def test_dataset_args_only_for_own_datasets():
     with pytest.raises(ConfigError, match="dataset_args: only for a dataset of your own"):
         load_config(None, ["dataset=synthetic", "dataset_args.n=3"])
+
+
+def test_track_records_your_own_loop(tmp_path, capsys):
+    """A loop of one's own, recorded with sparseflow.track: runs list shows it by name, and
+    analyze interpolate / hessian and the report work on it."""
+    import own_models
+    import torch
+    import torch.nn.functional as F
+
+    import sparseflow
+
+    cfg = load_config(None, ["dataset=own_models:blobs", "model=own_models:tiny",
+                             "model_args.hidden=16", "method=rigl", "sparsity=0.5",
+                             "data.heldout=100"])
+    data = own_models.blobs()
+    torch.manual_seed(0)
+    model = own_models.tiny((6,), 3, hidden=16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    steps = 60
+    sp = sparseflow.rigl(model, opt, sparsity=0.5, total_steps=steps, update_every=10)
+    with sparseflow.track(model, cfg, sparsifier=sp, optimizer=opt, root=tmp_path,
+                          name="my loop", tags=["own"]) as run:
+        run.checkpoint(0)
+        g = torch.Generator().manual_seed(1)
+        for step in range(1, steps + 1):
+            idx = torch.randint(len(data.x_train), (32,), generator=g)
+            loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sp.step()
+            run.log(step, {"train_loss": loss.item()})
+        with torch.no_grad():
+            acc = (model(data.x_test).argmax(1) == data.y_test).float().mean().item()
+        run.log(steps, {"test_accuracy": acc})
+        run.checkpoint(steps)
+    capsys.readouterr()
+    assert main(["runs", "list", "--root", str(tmp_path), "--json", "--tag", "own"]) == 0
+    (row,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert row["name"] == "my loop" and row["status"] == "finished"
+    assert row["summary"]["test_accuracy"] == acc and row["summary"]["sparsity"] == 0.5
+    rid = run.run_id
+    assert main(["analyze", "interpolate", f"{rid}@0", rid, "--root", str(tmp_path),
+                 "--alphas", "0:1:3", "--mask", "union", "--json"]) == 0
+    path = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(path["loss"]) == 3
+    assert main(["analyze", "hessian", rid, "--root", str(tmp_path), "--top-k", "1",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n_active"] == \
+        sum(int(m.sum()) for m in sp.masks.masks.values())
+    assert main(["report", "--root", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 0
+    assert "my loop" in (tmp_path / "r.html").read_text()

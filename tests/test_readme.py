@@ -26,3 +26,10 @@ def test_readme_python_block_runs(code, tmp_path, monkeypatch, capsys):
     assert out.strip(), "each example prints its result"
     if "sparseflow.rigl" in code:
         assert float(out.split()[-1]) == pytest.approx(0.9, abs=1e-3)
+    if "sparseflow.track" in code:  # the recorded loop is a finished, named run of the store
+        from sparseflow.store.database import Store
+
+        with Store(tmp_path / "my-runs" / "sparseflow.db", readonly=True) as st:
+            (run,) = st.list_runs()
+        assert run["status"] == "finished" and run["name"] == "my loop"
+        assert run["run_id"] == out.split()[-2]

@@ -36,8 +36,17 @@ from sparseflow.methods import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """``sparseflow.track`` (imported on first use: it brings the run store and the config)."""
+    if name == "track":
+        from sparseflow.training.track import track
+
+        return track
+    raise AttributeError(f"module 'sparseflow' has no attribute {name!r}")
+
 __all__ = [
     "SET", "GradualPruning", "OneShotPruning", "RigL", "RigLInverted", "Sparsifier",
     "UserError", "gradual", "grasp", "make_grad_fn", "oneshot", "rigl", "rigl_inverted",
-    "set_training", "snip", "sparsify", "static", "synflow",
+    "set_training", "snip", "sparsify", "static", "synflow", "track",
 ]

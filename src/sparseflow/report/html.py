@@ -166,11 +166,13 @@ def _runs_section(rep: _Report, runs: list[dict[str, Any]]) -> None:
     rows = []
     for r in runs:
         s, cfg = r.get("summary") or {}, r.get("config") or {}
-        rows.append([r["run_id"], r["method"], cfg.get("model"), cfg.get("dataset"),
+        rows.append([r["run_id"], r.get("name") or "", method_label(cfg), cfg.get("model"),
+                     cfg.get("dataset"),
                      s.get("sparsity", 0.0) if r["method"] != "dense" else 0.0, r["seed"],
                      r["status"], s.get("test_accuracy"), s.get("test_loss"),
                      s.get("egf_l2_mean11"), json.dumps(cfg.get("sparse", {}).get("mask"))])
-    rep.table(sec, "runs", ["run", "method", "model", "dataset", "sparsity", "seed", "status",
+    rep.table(sec, "runs", ["run", "name", "what", "model", "dataset", "sparsity", "seed",
+                            "status",
                             "test acc", "test loss", "EGF_2 (mean of 11)", "mask"], rows)
 
 
