@@ -176,3 +176,23 @@ def test_track_records_your_own_loop(tmp_path, capsys):
         sum(int(m.sum()) for m in sp.masks.masks.values())
     assert main(["report", "--root", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 0
     assert "my loop" in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.slow
+def test_sweep_workers_import_your_own_model_and_data(tmp_path, monkeypatch):
+    """A sweep over a model and dataset of one's own trains in Dask worker processes, which
+    import the same module (here through PYTHONPATH, as on a cluster)."""
+    import os
+
+    from sparseflow.sweep.client import run_sweep
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [HERE, *filter(None, [os.environ.get("PYTHONPATH")])]))
+    sweep = tmp_path / "own.yaml"
+    sweep.write_text("base:\n  dataset: own_models:blobs\n  dataset_args: {n: 400}\n"
+                     "  model: own_models:tiny\n  train.duration: 2ep\n  data.heldout: 50\n"
+                     "  flow.enabled: false\n  method: set\n"
+                     "grid:\n  model_args.hidden: [8, 16]\n")
+    out = run_sweep(sweep, tmp_path / "root", workers=2, progress=False, echo=lambda m: None)
+    assert [s["status"] for s in out] == ["finished", "finished"]
+    assert len({s["run_id"] for s in out}) == 2
