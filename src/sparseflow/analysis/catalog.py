@@ -98,11 +98,13 @@ def sort_runs(runs: Sequence[Mapping[str, Any]], key: str, valid: Sequence[str]
     if name not in COLUMNS and name not in valid:
         raise ConfigError(f"--sort: unknown column or config field {name!r}; columns: "
                           f"{', '.join(COLUMNS)} or any config field")
-    present = [r for r in runs if run_fields(r).get(name) is not None]
-    missing = [r for r in runs if run_fields(r).get(name) is None]
+    values = [(run_fields(r).get(name), r) for r in runs]  # each run's fields made once
+    present = [(v, r) for v, r in values if v is not None]
+    missing = [r for v, r in values if v is None]
 
-    def order(r: Mapping[str, Any]) -> tuple[int, Any]:
-        v = run_fields(r)[name]
+    def order(item: tuple[Any, Mapping[str, Any]]) -> tuple[int, Any]:
+        v = item[0]
         return (0, v) if isinstance(v, int | float) else (1, str(v))
 
-    return sorted(present, key=order, reverse=key.startswith("-")) + missing
+    ordered = sorted(present, key=order, reverse=key.startswith("-"))
+    return [r for _, r in ordered] + missing
