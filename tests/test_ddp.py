@@ -1,4 +1,5 @@
-"""Distributed data parallel on CPU (gloo, 2 processes): masks agree on every rank."""
+"""Distributed data parallel on CPU (gloo, 2 processes): masks agree on every rank, in the
+masked and the sparse execution (where sparseflow, not DDP, averages the value gradients)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, method: str, out: str) -> None:
+def _worker(rank: int, world: int, port: int, method: str, out: str,
+            execution: str = "masked") -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -34,7 +36,8 @@ def _worker(rank: int, world: int, port: int, method: str, out: str) -> None:
                           nn.Linear(16, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     s = sparseflow.sparsify(method, model, opt, sparsity=0.8, t_end=1000, update_every=3,
-                            drop_fraction=0.5, drop_schedule="constant", seed=7)
+                            drop_fraction=0.5, drop_schedule="constant", seed=7,
+                            execution=execution)
     ddp = DDP(model)
     g = torch.Generator().manual_seed(100 + rank)  # every rank sees different data
     for _ in range(30):
@@ -46,7 +49,7 @@ def _worker(rank: int, world: int, port: int, method: str, out: str) -> None:
         opt.step()
         s.step()
     flat_masks = torch.cat([m.reshape(-1).float() for m in s.masks.masks.values()])
-    flat_w = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    flat_w = torch.cat([t.reshape(-1) for t in model.state_dict().values()])
     gathered_m = [torch.zeros_like(flat_masks) for _ in range(world)]
     gathered_w = [torch.zeros_like(flat_w) for _ in range(world)]
     dist.all_gather(gathered_m, flat_masks)
@@ -56,7 +59,9 @@ def _worker(rank: int, world: int, port: int, method: str, out: str) -> None:
         same_w = all(torch.equal(gathered_w[0], t) for t in gathered_w)
         with open(out, "w") as fh:
             json.dump({"masks": same_masks, "weights": same_w, "updates": s.updates,
-                       "nnz": int(flat_masks.sum())}, fh)
+                       "nnz": int(flat_masks.sum()),
+                       "sparse": sorted(n for n, e in s.execution.executions().items()
+                                        if e == "sparse")}, fh)
     dist.barrier()  # no rank tears gloo down while another still talks to it
     dist.destroy_process_group()
     # Skip the interpreter's teardown: about one run in six, a C++ thread of this torch build
@@ -65,13 +70,16 @@ def _worker(rank: int, world: int, port: int, method: str, out: str) -> None:
     os._exit(0)
 
 
-@pytest.mark.parametrize("method", ["rigl", "set"])
-def test_masks_identical_on_every_rank(method, tmp_path):
+@pytest.mark.parametrize(("method", "execution"),
+                         [("rigl", "masked"), ("set", "masked"), ("rigl", "sparse")])
+def test_masks_identical_on_every_rank(method, execution, tmp_path):
     out = str(tmp_path / "result.json")
-    mp.spawn(_worker, args=(2, _free_port(), method, out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), method, out, execution), nprocs=2, join=True)
     res = json.loads(open(out).read())
     assert res["updates"] == 10
     assert res["masks"] and res["weights"]
+    want = ["0.weight", "2.weight", "4.weight"] if execution == "sparse" else []
+    assert res["sparse"] == want
 
 
 def test_torchrun_trains_one_model_across_processes(tmp_path):

@@ -13,6 +13,10 @@ Random small models (MLPs of 1-3 Linear layers, a Conv2d -> Linear net), sparsit
 6. determinism: same seed, same masks; ties go to the lower flat index;
 7. ER/ERK counts sum to the budget exactly;
 8. resume through ``torch.save`` / ``torch.load(weights_only=True)`` is exact.
+
+Every setup is drawn in both executions (``masked`` and ``sparse``, where the Linear weights,
+their gradients and optimiser state are held as the active values in row-major order: the
+helpers below lay those out densely by hand, absent positions at the state's initial value).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from sparseflow.sparsity import floor_count, kept_count, layer_counts, select_we
 from sparseflow.sparsity.optim_state import positions_mask
 
 MASKING = ("auto", "grads", "weights", "both")
+EXECUTIONS = ("masked", "sparse")
 
 PROPERTY = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -145,6 +150,30 @@ def shaped_state(opt: torch.optim.Optimizer, p: torch.Tensor) -> dict[str, torch
             if isinstance(v, torch.Tensor) and k != "step" and v.shape == p.shape}
 
 
+def laid_out(values: torch.Tensor, mask: torch.Tensor, fill: float) -> torch.Tensor:
+    """A tensor of the mask's shape: ``values`` (a dense tensor, or the active entries in
+    row-major order, as sparse execution holds them) with ``fill`` at inactive positions."""
+    if values.shape == mask.shape:
+        return values.detach()
+    out = torch.full(mask.shape, fill, dtype=values.dtype)
+    out[mask] = values.detach()
+    return out
+
+
+def dense_weight(sp: Sparsifier, name: str) -> torch.Tensor:
+    """The weight ``name`` as a dense tensor, whatever the execution."""
+    return laid_out(sp.execution.parameter(name), sp.masks[name], 0.0)
+
+
+def dense_state(opt: torch.optim.Optimizer, sp: Sparsifier, name: str
+                ) -> dict[str, torch.Tensor]:
+    """Per-weight optimiser state of ``name``, laid out densely (absent = initial value)."""
+    p, mask = sp.execution.parameter(name), sp.masks[name]
+    return {k: laid_out(v, mask, initial_value(opt, k, p))
+            for k, v in opt.state.get(p, {}).items()
+            if isinstance(v, torch.Tensor) and k != "step" and v.shape in (p.shape, mask.shape)}
+
+
 def record_grow_sets(sp: Sparsifier) -> list[tuple[str, torch.Tensor | None]]:
     """Wrap ``sp.replace_mask`` / ``replace_positions`` to log the grow set of every change."""
     log: list[tuple[str, torch.Tensor | None]] = []
@@ -175,13 +204,15 @@ class Setup:
     drop_fraction: float = 0.3
     drop_schedule: str = "constant"
     masking: str = "auto"
+    execution: str = "masked"
     exclude_dropped: bool = False
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"sparsity": self.sparsity, "distribution": self.distribution,
-                              "seed": self.seed, "masking": self.masking}
+                              "seed": self.seed, "masking": self.masking,
+                              "execution": self.execution}
         if self.method in DYNAMIC:
             kw.update(t_end=self.steps, update_every=self.update_every,
                       drop_fraction=self.drop_fraction, drop_schedule=self.drop_schedule,
@@ -215,14 +246,15 @@ def setups(draw: st.DrawFn, methods: tuple[str, ...] = ("static", *DYNAMIC),
         drop_fraction=draw(st.floats(0.05, 0.6)),
         drop_schedule=draw(st.sampled_from(("constant", "cosine"))),
         masking=draw(st.sampled_from(MASKING)),
+        execution=draw(st.sampled_from(EXECUTIONS)),
         exclude_dropped=draw(st.booleans()),
         seed=draw(st.integers(0, 2**16)),
     )
 
 
 def assert_masked_zero(sp: Sparsifier, where: str) -> None:
-    for name, p in sp.params.items():
-        off = p.detach()[~sp.masks[name]]
+    for name in sp.params:
+        off = dense_weight(sp, name)[~sp.masks[name]]
         assert bool((off == 0).all()), (
             f"{where}: {int((off != 0).sum())} masked weights of {name} are non-zero")
 
@@ -234,7 +266,7 @@ def assert_masked_zero(sp: Sparsifier, where: str) -> None:
 @given(cfg=setups())
 def test_counts_exact_at_init_and_after_every_update(cfg: Setup) -> None:
     model, opt, sp = cfg.build()
-    want = layer_counts({n: tuple(p.shape) for n, p in sp.params.items()}, cfg.sparsity,
+    want = layer_counts(sp.shapes, cfg.sparsity,
                         cfg.distribution)
     assert sp.masks.nnz() == want
     updates = 0
@@ -262,13 +294,14 @@ def gradual_setups(draw: st.DrawFn) -> tuple[Setup, dict[str, Any]]:
                 distribution=draw(st.sampled_from(DISTRIBUTIONS)),
                 optimizer=draw(st.sampled_from(tuple(OPTIMIZERS))), steps=t_end + 3,
                 masking=draw(st.sampled_from(MASKING)), seed=draw(st.integers(0, 2**16)),
+                execution=draw(st.sampled_from(EXECUTIONS)),
                 extra=extra)
     return cfg, extra
 
 
 def schedule_counts(sp: GradualPruning, s: float) -> dict[str, int] | int:
     """Per-layer counts (layer scope) or the total (global scope) of sparsity ``s``."""
-    shapes = {n: tuple(p.shape) for n, p in sp.params.items()}
+    shapes = sp.shapes
     if sp.scope == "layer":  # each layer rounded on its own: monotone in s
         return layer_counts(shapes, s, sp.distribution, exact_total=False)
     return kept_count(1.0 - s, sum(math.prod(v) for v in shapes.values()))  # round half up
@@ -329,8 +362,9 @@ def test_masked_weights_are_exactly_zero_after_every_step(cfg: Setup) -> None:
         sp.step()
         assert_masked_zero(sp, f"after sparsifier.step() {t}")
         if sp.masking in ("grads", "both"):  # no optimiser state accumulates at masked positions
-            for name, p in sp.params.items():
-                for key, s in shaped_state(opt, p).items():
+            for name in sp.params:
+                p = sp.execution.parameter(name)
+                for key, s in dense_state(opt, sp, name).items():
                     off = s[~sp.masks[name]]
                     assert bool((off == initial_value(opt, key, p)).all()), key
 
@@ -351,7 +385,8 @@ def test_grown_weights_are_zero_with_reset_optimizer_state(cfg: Setup) -> None:
         if stats is None:
             continue
         grow_sets = {n: z for n, z in log if z is not None}
-        for name, p in sp.params.items():
+        for name in sp.params:
+            p = sp.execution.parameter(name)
             old, new = before[name], sp.masks[name]
             activated = new & ~old
             grow = grow_sets.get(name, torch.zeros_like(new))
@@ -359,9 +394,9 @@ def test_grown_weights_are_zero_with_reset_optimizer_state(cfg: Setup) -> None:
             assert not bool((activated & ~grow).any()), "activated outside the grow set"
             dropped = old & ~new
             assert int(grow.sum()) == int(dropped.sum()) + int((grow & old).sum())
-            w = p.detach()
+            w = dense_weight(sp, name)
             assert bool((w[grow] == 0).all()), f"grown weights of {name} are not zero"
-            for key, s in shaped_state(opt, p).items():
+            for key, s in dense_state(opt, sp, name).items():
                 v0 = initial_value(opt, key, p)
                 assert bool((s[grow] == v0).all()), f"{key} of grown {name} not reset"
                 assert bool((s[dropped] == v0).all()), f"{key} of dropped {name} not reset"
@@ -648,8 +683,10 @@ def test_distribution_counts_sum_to_the_budget_exactly(
 @given(cfg=setups(methods=("static", "set", "rigl"), min_steps=1, max_steps=1))
 def test_sparsifier_total_equals_budget(cfg: Setup) -> None:
     model, opt, sp = cfg.build()
-    total = sum(p.numel() for p in sp.params.values())
+    total = sum(math.prod(shape) for shape in sp.shapes.values())
     assert sum(sp.masks.nnz().values()) == kept_count(1.0 - cfg.sparsity, total)
+    held = {n: sp.execution.parameter(n).numel() for n in sp.params}  # sparse: the active
+    assert all(held[n] in (math.prod(sp.shapes[n]), c) for n, c in sp.masks.nnz().items())
     assert abs(sp.masks.sparsity() - cfg.sparsity) <= len(sp.params) / total
 
 

@@ -35,6 +35,7 @@ def pruned_at_init(
     init: str = "dense",
     init_opts: Mapping[str, Any] | None = None,
     masking: str = "auto",
+    execution: str = "masked",
     seed: int = 0,
 ) -> Sparsifier:
     """Static training on the mask that SNIP, GraSP or SynFlow choose at initialisation.
@@ -62,7 +63,7 @@ def pruned_at_init(
     iterations : int, default 100
         SynFlow's pruning rounds.
     %(target)s
-    include, exclude, dense_first, dense_last, init, init_opts, masking, seed
+    include, exclude, dense_first, dense_last, init, init_opts, masking, execution, seed
         As for :class:`Sparsifier`; ``masks`` is not an option (the method chooses them).
 
     Returns
@@ -94,7 +95,7 @@ def pruned_at_init(
         s = Sparsifier(model, optimizer, sparsity=sparsity, distribution=distribution,
                        masks=masks, include=include, exclude=exclude, dense_first=dense_first,
                        dense_last=dense_last, init=init, init_opts=init_opts, masking=masking,
-                       seed=seed)
+                       execution=execution, seed=seed)
     s.name = method
     return s
 
@@ -105,7 +106,7 @@ scope : {"global", "layer"}, default "global"
     ``global``: keep the round((1 - sparsity) * N) highest scores over all sparsified
     weights (halves up), as the papers do; ``layer``: the distribution's count per layer.
 %(target)s
-include, exclude, dense_first, dense_last, init, init_opts, masking, seed
+include, exclude, dense_first, dense_last, init, init_opts, masking, execution, seed
     As for :class:`Sparsifier` (the masks are the method's).
 """
 
@@ -128,6 +129,7 @@ def _scored_on_a_batch(method: str, summary: str) -> Callable[..., Sparsifier]:
         init: str = "dense",
         init_opts: Mapping[str, Any] | None = None,
         masking: str = "auto",
+        execution: str = "masked",
         seed: int = 0,
     ) -> Sparsifier:
         with named_call(f"{method}()"):
@@ -135,7 +137,7 @@ def _scored_on_a_batch(method: str, summary: str) -> Callable[..., Sparsifier]:
                 method, model, optimizer, scope=scope, batch=batch, sparsity=sparsity,
                 distribution=distribution, include=include, exclude=exclude,
                 dense_first=dense_first, dense_last=dense_last, init=init, init_opts=init_opts,
-                masking=masking, seed=seed,
+                masking=masking, execution=execution, seed=seed,
             )
 
     factory.__name__ = factory.__qualname__ = method
@@ -183,6 +185,7 @@ def synflow(
     init: str = "dense",
     init_opts: Mapping[str, Any] | None = None,
     masking: str = "auto",
+    execution: str = "masked",
     seed: int = 0,
 ) -> Sparsifier:
     """SynFlow (Tanaka et al. 2020): data-free iterative pruning by synaptic flow, then
@@ -210,7 +213,7 @@ def synflow(
             "synflow", model, optimizer, scope=scope, input_shape=input_shape,
             iterations=iterations, sparsity=sparsity, distribution=distribution,
             include=include, exclude=exclude, dense_first=dense_first, dense_last=dense_last,
-            init=init, init_opts=init_opts, masking=masking, seed=seed,
+            init=init, init_opts=init_opts, masking=masking, execution=execution, seed=seed,
         )
 
 

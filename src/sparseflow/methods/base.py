@@ -16,7 +16,8 @@ Use from any training loop::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -24,7 +25,9 @@ from torch import nn
 
 from sparseflow.methods.calls import fill_doc, named_errors
 from sparseflow.sparsity import (
+    EXECUTIONS,
     MaskSet,
+    SparseExecution,
     check_masks,
     grads_only_is_exact,
     initialize_,
@@ -94,6 +97,13 @@ class Sparsifier:
     cheaper than two (benchmarks/masking.py); the trained numbers are the same. ``seed`` gives
     the same masks on every rank of a distributed run.
 
+    ``execution``: ``masked`` keeps dense weights with zeros; ``sparse`` holds every
+    sparsified ``nn.Linear`` weight as its non-zero values and trains it on CSR kernels
+    (parameter, gradient and optimiser state of nnz entries; ``sparsity.execution``), ``auto``
+    only where that is predicted faster (``sparsity.sparse_pays``). The same training up to
+    float32 rounding. Code that needs the dense weights of a sparse model (a measurement, a
+    custom update) runs inside ``with sparsifier.dense(): ...``.
+
     Every bad argument raises a one-line ``ValueError`` (:class:`ArgumentError`) that starts
     with the call, e.g. ``Sparsifier(): sparsity: 1.5 is out of range [0, 1)``.
     """
@@ -116,6 +126,7 @@ class Sparsifier:
         init: str = "dense",
         init_opts: Mapping[str, Any] | None = None,
         masking: str = "auto",
+        execution: str = "masked",
         seed: int = 0,
     ) -> None:
         for pname, p in model.named_parameters():
@@ -128,6 +139,7 @@ class Sparsifier:
             raise ValueError(f"sparsity: {sparsity!r} is out of range [0, 1)")
         check_choice("init", init, INITS)
         check_choice("masking", masking, MASKING)
+        check_choice("execution", execution, EXECUTIONS)
         self.model = model
         self.optimizer = optimizer
         self.sparsity_target = sparsity
@@ -163,10 +175,14 @@ class Sparsifier:
         # and only those that override needs_dense_grads ever defer gradient masking
         self._defers = type(self).needs_dense_grads is not Sparsifier.needs_dense_grads
         self._changes: dict[str, tuple[int, int]] = {}  # (grown, dropped) per layer, this update
+        # step pre-hooks run in this order: the execution lays out (and averages over ranks)
+        # the gradients, the method reads them unmasked (RigL), then the masks zero them
+        self.execution = SparseExecution(model, self.masks, optimizer, execution)
         overridden = type(self)._pre_step is not Sparsifier._pre_step
         self._handles = [optimizer.register_step_pre_hook(self._pre_step)] if overridden else []
         self.masks.attach(optimizer, mask_grads=masking in ("grads", "both"),
                           mask_weights=masking in ("weights", "both"))
+        self.execution.settle()  # layers held sparse leave the masked path here
 
     # -- what a method overrides -----------------------------------------------------------
     def initial_masks(self) -> MaskSet:
@@ -191,8 +207,25 @@ class Sparsifier:
         """Runs before the optimiser step (before gradients are masked)."""
 
     def _sync_grad_masking(self) -> None:
-        """Defer gradient masking to the step when the coming step needs dense gradients."""
-        self.masks.defer_grad_masking = self.needs_dense_grads(self.step_count + 1)
+        """Defer gradient masking to the step when the coming step needs dense gradients (and
+        have sparse layers compute them in backward)."""
+        dense = self.needs_dense_grads(self.step_count + 1)
+        self.masks.defer_grad_masking = dense
+        self.execution.capture(dense)
+
+    def dense_grads(self) -> dict[str, torch.Tensor | None]:
+        """dL/dW of every sparsified weight as a dense tensor (None where there is none): the
+        unmasked ``.grad`` of a masked layer while gradient masking is deferred, the captured
+        dense gradient of a layer held sparse."""
+        return {n: self.execution.dense_grad(n) for n in self.params}
+
+    @contextmanager
+    def dense(self) -> Iterator[None]:
+        """A block in which every sparsified weight is a dense tensor with zeros at masked
+        positions, whatever the execution (``SparseExecution.dense``); mask updates run in
+        one, and any code written for dense weights can."""
+        with self.execution.dense():
+            yield
 
     # -- the per-step call -----------------------------------------------------------------
     def step(self) -> dict[str, float] | None:
@@ -204,7 +237,8 @@ class Sparsifier:
             return None
         try:
             self._changes = {}
-            stats = self.update(self.step_count)
+            with self.execution.dense():
+                stats = self.update(self.step_count)
             self.updates += 1
             return {**stats, **self.telemetry(self._changes)}
         finally:
@@ -227,7 +261,7 @@ class Sparsifier:
                 p.masked_fill_(zero, 0.0)
             changed = changed | zero
         if bool(changed.any()):
-            reset_optimizer_state(self.optimizer, p, changed)
+            self._reset_state(name, changed)
         self.ever_active[name] |= new
 
     def replace_positions(self, name: str, drop: torch.Tensor, grow: torch.Tensor) -> None:
@@ -240,9 +274,15 @@ class Sparsifier:
         just-dropped one may be regrown)."""
         regrown = int(self.masks[name].reshape(-1)[grow].sum())  # were active: dropped now
         self.masks.update(name, drop, grow)
-        reset_optimizer_state(self.optimizer, self.params[name], torch.cat([drop, grow]))
+        self._reset_state(name, torch.cat([drop, grow]))
         self.ever_active[name].view(-1)[grow] = True
         self._record_change(name, grow.numel() - regrown, drop.numel() - regrown)
+
+    def _reset_state(self, name: str, positions: torch.Tensor) -> None:
+        """Optimiser state of layer ``name`` restarts at ``positions`` (flat or bool), whether
+        it is laid out densely (reset now) or as values (reset when the layer is rebuilt)."""
+        if not self.execution.record_reset(name, positions):
+            reset_optimizer_state(self.optimizer, self.params[name], positions)
 
     def _record_change(self, name: str, grown: int, dropped: int) -> None:
         """Add a layer's net grown (inactive -> active) and dropped counts to this update's."""
@@ -275,13 +315,17 @@ class Sparsifier:
         return out
 
     def summary(self, model: nn.Module | None = None) -> dict[str, Any]:
-        """Realised sparsity over the sparsified layers and over all Linear/Conv weights."""
-        return {
+        """Realised sparsity over the sparsified layers and over all Linear/Conv weights (and,
+        off the masked execution, how each layer ran)."""
+        out = {
             "sparsity": round(self.masks.sparsity(), 6),
             "sparsity_all_weights": round(self.masks.global_sparsity(model or self.model), 6),
             "densities": {n: round(d, 6) for n, d in self.masks.densities().items()},
             "mask_updates": self.updates,
         }
+        if self.execution.mode != "masked":
+            out["execution"] = self.execution.executions()
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """Masks, ever-active masks, step counter and generator state (weights_only-safe)."""
@@ -294,9 +338,12 @@ class Sparsifier:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict` (masks are re-applied to the weights)."""
-        self.masks.load_state_dict(state["masks"])
-        self.masks.apply_()
+        """Restore :meth:`state_dict` (masks are re-applied to the weights; optimiser state of
+        either execution is laid out for this one)."""
+        with self.execution.dense():
+            self.masks.load_state_dict(state["masks"])
+            self.masks.apply_()
+            self.execution.loaded()
         dev = next(iter(self.params.values())).device
         self.ever_active = {n: m.to(dev) for n, m in state["ever_active"].items()}
         self.step_count = int(state["step"])
@@ -305,11 +352,13 @@ class Sparsifier:
         self._sync_grad_masking()
 
     def remove(self) -> None:
-        """Detach every hook from the optimiser (the weights keep their zeros)."""
+        """Detach every hook from the optimiser (the weights keep their zeros; layers held
+        sparse become dense ``nn.Linear`` again)."""
         for h in self._handles:
             h.remove()
         self._handles.clear()
         self.masks.detach()
+        self.execution.remove()
 
 
 def make_grad_fn(

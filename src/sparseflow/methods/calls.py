@@ -79,6 +79,11 @@ init_opts : dict, optional
 masking : {"auto", "grads", "weights", "both"}, default "auto"
     How masked weights are kept at zero around ``optimizer.step()`` (see
     :class:`~sparseflow.methods.base.Sparsifier`).
+execution : {"masked", "sparse", "auto"}, default "masked"
+    ``sparse``: sparsified ``nn.Linear`` weights are held as their non-zero values and train
+    on CSR kernels (memory and time scale with the non-zeros); ``auto``: only the layers
+    where that is predicted faster; ``masked``: dense weights with zeros. Same training up
+    to float32 rounding (docs/science.md section 16).
 seed : int, default 0
     Seeds the method's own generator (random masks, SET growth, sparse init).
 """

@@ -132,6 +132,7 @@ class SET(Sparsifier):
         init: str = "dense",
         init_opts: Mapping[str, Any] | None = None,
         masking: str = "auto",
+        execution: str = "masked",
         seed: int = 0,
     ) -> None:
         t_end = resolve_t_end(t_end, total_steps)
@@ -143,7 +144,7 @@ class SET(Sparsifier):
         super().__init__(
             model, optimizer, sparsity=sparsity, distribution=distribution, masks=masks,
             include=include, exclude=exclude, dense_first=dense_first, dense_last=dense_last,
-            init=init, init_opts=init_opts, masking=masking, seed=seed,
+            init=init, init_opts=init_opts, masking=masking, execution=execution, seed=seed,
         )
         self.t_end = t_end
         self.update_every = int(update_every)
@@ -241,6 +242,7 @@ class RigL(SET):
         init: str = "dense",
         init_opts: Mapping[str, Any] | None = None,
         masking: str = "auto",
+        execution: str = "masked",
         seed: int = 0,
     ) -> None:
         super().__init__(
@@ -248,7 +250,8 @@ class RigL(SET):
             drop_fraction=drop_fraction, drop_schedule=drop_schedule,
             exclude_dropped=exclude_dropped, sparsity=sparsity, distribution=distribution,
             masks=masks, include=include, exclude=exclude, dense_first=dense_first,
-            dense_last=dense_last, init=init, init_opts=init_opts, masking=masking, seed=seed,
+            dense_last=dense_last, init=init, init_opts=init_opts, masking=masking,
+            execution=execution, seed=seed,
         )
         self.grad_fn = grad_fn
         self._dense_grads: dict[str, torch.Tensor] | None = None
@@ -260,13 +263,15 @@ class RigL(SET):
 
     def _pre_step(self, opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self.needs_dense_grads(self.step_count + 1):
-            missing = [n for n, p in self.params.items() if p.grad is None]
+            grads = self.dense_grads()
+            missing = [n for n, g in grads.items() if g is None]
             if missing:
                 raise ValueError(
                     f"rigl: no gradient for {missing[0]!r} at an update step; call "
                     "loss.backward() before optimizer.step(), or pass grad_fn="
                 )
-            self._dense_grads = {n: p.grad.detach().clone() for n, p in self.params.items()}
+            self._dense_grads = {n: g.detach().clone() for n, g in grads.items()
+                                 if g is not None}
 
     def prepare_scores(self) -> None:
         if self.grad_fn is not None:

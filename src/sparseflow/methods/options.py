@@ -121,13 +121,20 @@ class SparseInitOptions(Options):
 
 @dataclass
 class MaskingOptions(Options):
-    """How masked weights are kept at zero around the optimiser step."""
+    """How masked weights are kept at zero around the optimiser step, and how layers run."""
 
     masking: str = field(
         "auto", choices=("auto", "grads", "weights", "both"), hash=False,
         help="How masked weights stay zero: zero their gradients before the step, zero the "
         "weights after it, or both; auto = gradients only where that is exact (torch's SGD, "
         "Adam, AdamW, RMSprop, Adagrad...). The trained numbers are the same.",
+    )
+    execution: str = field(
+        "masked", choices=("masked", "sparse", "auto"), hash=False,
+        help="How sparsified Linear layers run: masked (dense weights with zeros), sparse "
+        "(the non-zero values are the parameter, CSR kernels: memory and time scale with the "
+        "non-zeros) or auto (sparse where predicted faster from shape and density). The same "
+        "training up to float32 rounding (docs/science.md section 16).",
     )
 
 

@@ -125,6 +125,7 @@ class GradualPruning(Sparsifier):
         init: str = "dense",
         init_opts: Mapping[str, Any] | None = None,
         masking: str = "auto",
+        execution: str = "masked",
         seed: int = 0,
     ) -> None:
         if not 0.0 <= sparsity < 1.0:
@@ -145,7 +146,7 @@ class GradualPruning(Sparsifier):
         super().__init__(
             model, optimizer, sparsity=sparsity, distribution=distribution, masks=masks,
             include=include, exclude=exclude, dense_first=dense_first, dense_last=dense_last,
-            init=init, init_opts=init_opts, masking=masking, seed=seed,
+            init=init, init_opts=init_opts, masking=masking, execution=execution, seed=seed,
         )
 
     def initial_masks(self) -> MaskSet:
@@ -223,11 +224,12 @@ class OneShotPruning(GradualPruning):
         init: str = "dense",
         init_opts: Mapping[str, Any] | None = None,
         masking: str = "auto",
+        execution: str = "masked",
         seed: int = 0,
     ) -> None:
         super().__init__(
             model, optimizer, sparsity=sparsity, t_begin=t_prune, t_end=t_prune, every=1,
             scope=scope, distribution=distribution, masks=masks, include=include,
             exclude=exclude, dense_first=dense_first, dense_last=dense_last, init=init,
-            init_opts=init_opts, masking=masking, seed=seed,
+            init_opts=init_opts, masking=masking, execution=execution, seed=seed,
         )

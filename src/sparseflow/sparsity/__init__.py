@@ -5,7 +5,9 @@ Imports only torch, numpy and the standard library.
 
 from .checks import check_masks
 from .counts import floor_count, kept_count, round_half_even, round_half_up, snap, step_at
+from .csr import CSRPattern, sparse_linear
 from .distributions import DISTRIBUTIONS, layer_counts, layer_densities, raw_density
+from .execution import EXECUTIONS, CSRLinear, SparseExecution, sparse_pays
 from .init import initialize_, liu_scale_, sparse_init_, sparse_variance, unit_fans
 from .masks import MaskSet
 from .optim_state import GRADS_ONLY_EXACT, INITIAL_STATE, grads_only_is_exact, reset_optimizer_state
@@ -13,6 +15,12 @@ from .selection import SPARSIFIABLE_TYPES, default_weight_names, select_weights
 from .topk import kth_largest, topk_indices, topk_mask
 
 __all__ = [
+    "CSRLinear",
+    "CSRPattern",
+    "EXECUTIONS",
+    "SparseExecution",
+    "sparse_linear",
+    "sparse_pays",
     "GRADS_ONLY_EXACT",
     "grads_only_is_exact",
     "DISTRIBUTIONS",

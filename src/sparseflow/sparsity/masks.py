@@ -50,6 +50,7 @@ class MaskSet:
         # name -> (weak reference to the gradient tensor, its version) right after masking it
         self._masked_grads: dict[str, tuple[weakref.ref[torch.Tensor], int]] = {}
         self.defer_grad_masking = False  # set: gradients are masked at the step, not in backward
+        self._exempt: frozenset[str] = frozenset()
         for name in self._params:
             self._store(name, masks[name])
 
@@ -85,12 +86,25 @@ class MaskSet:
 
     # --- storage ----------------------------------------------------------------
     def _store(self, name: str, mask: torch.Tensor) -> None:
-        """Keep ``mask`` (already checked against its parameter) with its factor and view."""
+        """Keep ``mask`` (already checked against its parameter) and its kernel view; the
+        float factor is made when first needed (never for a weight held sparse)."""
         p = self._params[name]
         m = mask.detach().to(device=p.device, dtype=torch.bool).contiguous()
         self._masks[name] = m
-        self._factors[name] = self._make_factor(m, p)
+        self._factors.pop(name, None)
         self._compiled[name] = compiled_mask(p, m)
+
+    @property
+    def exempt(self) -> frozenset[str]:
+        """Names of weights held as their non-zero values (sparse execution,
+        ``sparsity.execution``): nothing to mask there, so every masking pass skips them."""
+        return self._exempt
+
+    @exempt.setter
+    def exempt(self, names: set[str] | frozenset[str]) -> None:
+        self._exempt = frozenset(names)
+        for name in self._exempt:
+            self._factors.pop(name, None)
 
     @staticmethod
     def _make_factor(mask: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -98,10 +112,10 @@ class MaskSet:
         return factor.copy_(mask)
 
     def _factor(self, name: str, p: torch.Tensor) -> torch.Tensor:
-        f = self._factors[name]
-        if f.dtype != p.dtype or f.device != p.device:  # model moved or cast since
-            self._store(name, self._masks[name])  # mask to p's device, factor, compiled view
-            f = self._factors[name]
+        f = self._factors.get(name)
+        if f is None or f.dtype != p.dtype or f.device != p.device:  # new, or model moved
+            self._store(name, self._masks[name])  # mask to p's device, compiled view for p
+            f = self._factors[name] = self._make_factor(self._masks[name], p)
         return f
 
     # --- mapping-like access ------------------------------------------------------
@@ -134,12 +148,16 @@ class MaskSet:
     # --- applying -----------------------------------------------------------------
     def _apply(self, names: list[str]) -> None:
         for name in names:
+            if name in self._exempt:
+                continue
             p = self._params[name]
             f = self._factor(name, p)
             mask_(p, self._compiled[name], f)
 
     def _mask_grads(self, names: list[str]) -> None:
         for name in names:
+            if name in self._exempt:
+                continue
             p = self._params[name]
             if p.grad is not None:
                 f = self._factor(name, p)
@@ -154,7 +172,7 @@ class MaskSet:
         todo = []
         for name, p in items:
             g = p.grad
-            if g is None:
+            if g is None or name in self._exempt:
                 continue
             seen = masked.get(name)
             if seen is None or seen[0]() is not g or seen[1] != g._version:
@@ -175,10 +193,10 @@ class MaskSet:
 
         def hook(p: torch.Tensor) -> None:
             g = p.grad
-            if g is None or self.defer_grad_masking:
+            if g is None or self.defer_grad_masking or name in self._exempt:
                 return
-            f = factors[name]
-            if f.dtype is not g.dtype or f.get_device() != g.get_device():
+            f = factors.get(name)
+            if f is None or f.dtype is not g.dtype or f.get_device() != g.get_device():
                 f = self._factor(name, p)
             mask_(g, compiled[name], f)
             masked[name] = (ref(g), g._version)
@@ -379,9 +397,10 @@ class MaskSet:
         Weights without a mask here count as fully active (dense layers).
         """
         params = dict(model.named_parameters())
-        ids = {id(params[n]): params[n] for n in default_weight_names(model)}
-        ids.update({id(p): p for p in self._params.values()})
+        sizes = {id(params[n]): params[n].numel() for n in default_weight_names(model)}
+        # a weight held as its non-zero values (sparse execution) counts at its mask's size
+        sizes.update({id(self._params[n]): m.numel() for n, m in self._masks.items()})
         nnz = {id(self._params[n]): c for n, c in self.nnz().items()}
-        total = sum(p.numel() for p in ids.values())
-        active = sum(nnz.get(i, p.numel()) for i, p in ids.items())
+        total = sum(sizes.values())
+        active = sum(nnz.get(i, size) for i, size in sizes.items())
         return 1.0 - active / total if total else 0.0

@@ -11,6 +11,7 @@ the summary gets the means over the evenly spaced points (``egf_l1_mean11`` ...)
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -56,10 +57,12 @@ class FlowCallback(Callback):
         module = trainer.module
         was = module.training
         module.train(self.mode == "train")
+        sparsifier = self._sparsifier.sparsifier if self._sparsifier else None
         try:
-            return gradient_flow(module, self._masks(), self.x, self.y,
-                                 per_layer=self.per_layer if per_layer is None else per_layer,
-                                 per_active=self.per_active)
+            with sparsifier.dense() if sparsifier else contextlib.nullcontext():
+                return gradient_flow(module, self._masks(), self.x, self.y,
+                                     per_layer=self.per_layer if per_layer is None else per_layer,
+                                     per_active=self.per_active)
         finally:
             module.train(was)
 
