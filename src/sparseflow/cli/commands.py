@@ -126,6 +126,37 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return EXIT_USAGE
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from sparseflow.analysis.endpoints import dataset_for, resolve_endpoint
+    from sparseflow.methods.registry import method_spec
+    from sparseflow.store.sparse_model import (
+        check_writable,
+        info_text,
+        model_architecture,
+        save_sparse_model,
+    )
+    from sparseflow.training.sparsifier import small_dense_widths
+
+    if args.step is not None and "@" in args.run_id:
+        raise UserError(f"RUN: {args.run_id!r} names a step already; drop --step or the @STEP")
+    if args.out:
+        check_writable(args.out, args.force)  # before anything is loaded
+    spec = args.run_id if args.step is None else f"{args.run_id}@{args.step}"
+    cache: dict[str, Any] = {}
+    with _open_store(args.root, readonly=True) as store:
+        ep = resolve_endpoint(spec, store, cache)
+    cfg, data = ep.config, dataset_for(ep.config, cache)
+    widths = small_dense_widths(cfg, data) if method_spec(cfg.method).narrows_model else None
+    info = save_sparse_model(
+        ep.model, args.out or f"{ep.run_id}-step{ep.step}.sparse.pt",
+        arch=model_architecture(cfg, data.input_shape, data.num_classes, widths),
+        masks=ep.masks, dtype=args.dtype, force=args.force,
+        source={"run_id": ep.run_id, "step": ep.step, "method": cfg.method,
+                "dataset": cfg.dataset, "sparsity": cfg.sparsity})
+    print(info_text(info))
+    return 0
+
+
 def _root(args: argparse.Namespace) -> Path:
     from sparseflow.store.paths import default_root
 
@@ -319,7 +350,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sparseflow`` command."""
     handlers = {"run": cmd_run, "config": cmd_config, "runs": cmd_runs,
                 "analyze": cmd_analyze, "sweep": cmd_sweep, "scsdc": cmd_scsdc,
-                "report": cmd_report, "reproduce": cmd_reproduce, "demo": cmd_demo}
+                "report": cmd_report, "reproduce": cmd_reproduce, "demo": cmd_demo,
+                "export": cmd_export}
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:

@@ -56,6 +56,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _step(text: str) -> int | None:
+    """An argparse type: a checkpoint step (an integer >= 0) or ``final`` (None)."""
+    if text.strip().lower() == "final":
+        return None
+    try:
+        return _int(0)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a step (an integer >= 0) or 'final', got {text!r}") from None
+
+
 def _label_text(text: str) -> str:
     """An argparse type: a run name or tag, 1 to 80 printable characters, no comma."""
     if not 1 <= len(text) <= 80 or not text.isprintable() or "," in text:
@@ -149,6 +160,24 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--table", choices=("runs", "metrics", "artifacts"), default="runs")
     exp.add_argument("--out", help="output file (default: TABLE.FORMAT; '-' = stdout for csv)")
     _root_arg(exp)
+
+    ex = sub.add_parser(
+        "export", help="write a run's model as a compact sparse model file",
+        description="Writes the model of a run's checkpoint as one file: every Linear weight "
+        "with zeros in compressed sparse rows (int32 indices when they fit), every other "
+        "tensor dense, and what rebuilding the architecture needs. Load it in Python with "
+        "sparseflow.store.sparse_model.load_sparse_model(FILE) for sparse inference; "
+        "torch.load(FILE, weights_only=True) reads it too. Prints the file, its size against "
+        "the dense state dict's and each layer's density.")
+    ex.add_argument("run_id", metavar="RUN", help="run id (a unique prefix is enough)")
+    ex.add_argument("--out", help="output file (default: RUN_ID-stepSTEP.sparse.pt here)")
+    ex.add_argument("--step", type=_step, default=None,
+                    help="checkpoint step, or 'final' (the default: the last checkpoint)")
+    ex.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                    help="dtype of the stored non-zero values (default float32; loading "
+                    "computes in the model's own dtype)")
+    ex.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    _root_arg(ex)
 
     sw = sub.add_parser(
         "sweep", help="run a grid of runs (resumable, on Dask)",
