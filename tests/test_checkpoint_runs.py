@@ -151,7 +151,7 @@ def test_stale_temps_are_removed_when_the_run_starts(root, stop_after):
 @pytest.fixture
 def full_disk(monkeypatch):
     """Call ``on()``: every checkpoint write after step 16 fails with ENOSPC; ``off()``."""
-    real = ck._write_synced
+    real = ck.write_synced
 
     def write(path, data):  # path: .step-XXXXXXXX.pt[.sha256].tmp-PID
         name = path.name[1:].split(".tmp-")[0].removesuffix(".sha256")
@@ -159,8 +159,8 @@ def full_disk(monkeypatch):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         return real(path, data)
 
-    return (lambda: monkeypatch.setattr(ck, "_write_synced", write),
-            lambda: monkeypatch.setattr(ck, "_write_synced", real))
+    return (lambda: monkeypatch.setattr(ck, "write_synced", write),
+            lambda: monkeypatch.setattr(ck, "write_synced", real))
 
 
 def test_disk_full_is_one_line_then_the_resumed_run_equals_an_uninterrupted_one(

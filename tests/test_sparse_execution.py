@@ -310,6 +310,20 @@ def test_gradient_flow_is_measured_the_same_in_a_dense_block() -> None:
         assert out["sparse"][key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
 
 
+def test_masked_hessian_of_a_sparse_model_in_a_dense_block() -> None:
+    from sparseflow.flow.hessian import hessian_eigenvalues
+
+    out = {}
+    for execution in ("masked", "sparse"):
+        model, sp, _ = train("static", execution, conv=False, optim="adam", steps=20,
+                             dtype=torch.float64)
+        x, y = batches(1, 9, conv=False, dtype=torch.float64)[0]
+        with sp.dense():
+            out[execution] = hessian_eigenvalues(model, sp.masks.masks, x, y, k=3,
+                                                 lanczos_steps=60)
+    assert out["sparse"] == pytest.approx(out["masked"], rel=1e-8)
+
+
 def test_auto_runs_sparse_only_where_it_pays() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 10))
@@ -456,3 +470,25 @@ def test_a_loop_that_keeps_its_loss_alive_across_pattern_changes(method: str) ->
         kept.append(loss)  # and keep a few graphs alive for good measure
         kept = kept[-3:]
     assert sp.updates > 0 and set(sp.execution.executions().values()) == {"sparse"}
+
+
+def test_landscape_analyses_read_runs_trained_in_sparse_execution(tmp_path: Any, capsys: Any
+                                                                  ) -> None:
+    import json
+
+    from sparseflow.cli import main
+    from sparseflow.config import load_config
+    from sparseflow.training.run import execute
+
+    a, b = (execute(load_config(None, [*RUN, "method=set", f"seed={s}",
+                                       "sparse.execution=sparse"]),
+                    root=tmp_path, progress=False) for s in (1, 2))
+    capsys.readouterr()
+    code = main(["analyze", "interpolate", a["run_id"], b["run_id"], "--split", "test",
+                 "--alphas", "0:1:3", "--mask", "union", "--json", "--root", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    res = json.loads(out)
+    # the analysis evaluates the dense checkpoint; training evaluated on the sparse kernels
+    assert res["loss"][0] == pytest.approx(a["test_loss"], rel=1e-5)
+    assert res["loss"][-1] == pytest.approx(b["test_loss"], rel=1e-5)

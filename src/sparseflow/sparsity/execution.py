@@ -120,10 +120,11 @@ class CSRLinear(nn.Linear):
         return self.weight is not self.dense_weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight is not self.dense_weight:
+        w = self.weight  # by its shape: torch.func.functional_call may substitute a dense one
+        if w.dim() == 1:
             assert self.csr is not None
-            return sparse_linear(x, self.weight, self.csr, self.bias, self)
-        return F.linear(x, self.weight, self.bias)
+            return sparse_linear(x, w, self.csr, self.bias, self)
+        return F.linear(x, w, self.bias)
 
     def hold_values_(self, pattern: CSRPattern, values: torch.Tensor | None = None
                      ) -> nn.Parameter:

@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from sparseflow.errors import CheckpointError
+from sparseflow.errors import CheckpointError, UserError
 
 MAGIC = b"SFCKPT1\n"  # the old self-checksummed format, still read
 _HEADER = len(MAGIC) + 65
@@ -87,7 +87,8 @@ def _fsync_dir(folder: Path) -> None:
         os.close(dfd)
 
 
-def _write_synced(path: Path, data: bytes) -> None:
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and flush it to the disk (fsync) before returning."""
     with open(path, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -132,8 +133,8 @@ def save_checkpoint(path: str | Path, obj: dict[str, Any]) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         if side.exists():
             old_side = side.read_bytes()
-        _write_synced(tmp, payload)
-        _write_synced(side_tmp, _sidecar_line(digest, path.name))
+        write_synced(tmp, payload)
+        write_synced(side_tmp, _sidecar_line(digest, path.name))
         os.replace(side_tmp, side)  # 1: the new checksum (the old file now fails verification)
         side_replaced = True
         _fsync_dir(folder)
@@ -159,22 +160,28 @@ def _restore_sidecar(side: Path, old: bytes | None) -> None:
             side.unlink()
         else:
             tmp = side.with_name(f".{side.name}.tmp-{os.getpid()}")
-            _write_synced(tmp, old)
+            write_synced(tmp, old)
             os.replace(tmp, side)
     except OSError:
         pass  # still safe: the pair fails verification
 
 
-def _torch_load(data: bytes, path: Path, map_location: str | torch.device) -> Any:
+def load_plain(data: bytes, path: Path, map_location: str | torch.device = "cpu", *,
+               error: type[UserError] | None = None, what: str = "cannot load checkpoint"
+               ) -> Any:
+    """``torch.load(weights_only=True)`` of the bytes of file ``path``: only tensors and plain
+    containers load; any failure is one line ``error(f"{path}: {what} (why)")`` (default
+    CheckpointError)."""
+    error = error or CheckpointError
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols first
             warnings.filterwarnings("ignore", message=r".*pickle protocol", category=UserWarning)
             return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: cannot load checkpoint (it holds more than tensors and "
-                              "plain containers; refused with weights_only=True)") from None
+        raise error(f"{path}: {what} (it holds more than tensors and plain containers; "
+                    "refused with weights_only=True)") from None
     except Exception as e:  # noqa: BLE001 - any other unpickling failure is a bad file too
-        raise CheckpointError(f"{path}: cannot load checkpoint ({type(e).__name__})") from None
+        raise error(f"{path}: {what} ({type(e).__name__})") from None
 
 
 def verified_bytes(path: str | Path) -> bytes:
@@ -248,7 +255,7 @@ def load_checkpoint(
     run id / step other than ``run_id`` / ``step`` (default: the run folder and the step of
     the file name, when the file lies in ``RUN/checkpoints/step-N.pt``)."""
     path = Path(path)
-    obj = _torch_load(verified_bytes(path), path, map_location)
+    obj = load_plain(verified_bytes(path), path, map_location)
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: checkpoint does not hold a dict")
     for key in require:

@@ -32,8 +32,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import pickle
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ from sparseflow.models.registry import build_model, with_widths
 from sparseflow.sparsity.checks import check_masks
 from sparseflow.sparsity.csr import CSRPattern
 from sparseflow.sparsity.execution import CSRLinear, linear_layers
+from sparseflow.store.checkpoint import load_plain, write_synced
 
 FORMAT = "sparseflow-sparse-model"
 VERSION = 1
@@ -137,10 +136,7 @@ def _write_atomic(path: Path, payload: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write_synced(tmp, payload)
         os.replace(tmp, path)
     except OSError as e:
         raise SparseModelError(f"{path}: cannot write ({e.strerror or type(e).__name__})"
@@ -252,16 +248,7 @@ def _read(path: str | Path) -> tuple[Path, dict[str, Any]]:
     except OSError as e:
         raise SparseModelError(f"{path}: cannot read ({e.strerror or type(e).__name__})"
                                ) from None
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*pickle protocol", category=UserWarning)
-            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise SparseModelError(f"{path}: not a sparse model file (it holds more than tensors "
-                               "and plain containers; refused with weights_only=True)") from None
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise SparseModelError(f"{path}: not a sparse model file ({type(e).__name__})"
-                               ) from None
+    obj = load_plain(data, path, error=SparseModelError, what="not a sparse model file")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise SparseModelError(f"{path}: not a sparse model file (no {FORMAT!r} format tag)")
     version = obj.get("version")
