@@ -90,14 +90,25 @@ def test_captured_dense_gradient_is_the_unmasked_autograd_one() -> None:
 
 
 def test_sparse_pays_follows_density_threads_and_size() -> None:
+    from sparseflow.sparsity.execution import CROSSOVER
+
     big = (300, 784)
     assert sparse_pays(big, 0.05, threads=1) and sparse_pays(big, 0.05, threads=2)
     assert not sparse_pays(big, 0.9, threads=1)
-    assert not sparse_pays((10, 20), 0.01, threads=1)  # too small to pay for the calls
+    assert not sparse_pays((10, 100), 0.01, threads=1)  # too small to pay for the calls
     assert not sparse_pays((6, 1, 5, 5), 0.01, threads=1)  # not a Linear weight
-    lo, hi = (sparseflow.sparsity.execution.CROSSOVER_DENSITY[t] for t in (1, 2))
-    assert hi <= lo  # more threads favour the dense kernel
-    assert sparse_pays(big, lo, threads=1) and not sparse_pays(big, lo + 0.01, threads=1)
+    assert sparse_pays((100, 300), 0.02, threads=1) and not sparse_pays((100, 300), 0.02,
+                                                                          threads=2)
+    sizes = [size for size, _ in CROSSOVER]
+    assert sizes == sorted(sizes, reverse=True)
+    for size, by_threads in CROSSOVER:
+        lo, hi = by_threads[1], by_threads[2]
+        assert hi <= lo  # more threads favour the dense kernel
+        if lo:
+            shape = (size // 256, 256)
+            assert sparse_pays(shape, lo, threads=1) and not sparse_pays(shape, lo + 0.01,
+                                                                         threads=1)
+            assert sparse_pays(shape, hi, threads=8) == (hi > 0)  # beyond the table
 
 
 # --- training: the same run in both executions ------------------------------------------------
@@ -212,8 +223,9 @@ def test_memory_scales_with_the_non_zeros() -> None:
 def test_grown_weights_restart_with_zero_state_in_sparse_execution() -> None:
     model = mlp(0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    sp = sparseflow.rigl(model, opt, sparsity=0.7, t_end=50, update_every=5,
-                         drop_fraction=0.5, drop_schedule="constant", execution="sparse")
+    sp = sparseflow.rigl(model, opt, sparsity=0.7, distribution="uniform", t_end=50,
+                         update_every=5, drop_fraction=0.5, drop_schedule="constant",
+                         execution="sparse")
     for x, y in batches(10, 4, conv=False):
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
@@ -338,14 +350,14 @@ def test_auto_runs_sparse_only_where_it_pays() -> None:
 
 def test_gradual_pruning_under_auto_switches_a_layer_to_sparse_when_it_gets_sparse() -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 4))
+    model = nn.Sequential(nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 4))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     sp = sparseflow.gradual(model, opt, sparsity=0.95, t_begin=0, t_end=20, every=5,
                             execution="auto")
     seen = [sp.execution.executions()["0.weight"]]
     g = torch.Generator().manual_seed(0)
     for _ in range(22):
-        x, y = torch.randn(8, 256, generator=g), torch.randint(0, 4, (8,), generator=g)
+        x, y = torch.randn(8, 512, generator=g), torch.randint(0, 4, (8,), generator=g)
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()

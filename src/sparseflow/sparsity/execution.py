@@ -2,15 +2,19 @@
 
 ``execution="masked"`` (the default) keeps every weight dense and its masked entries at zero
 (:class:`~sparseflow.sparsity.masks.MaskSet`). ``"sparse"`` turns every sparsified
-``nn.Linear`` into a :class:`CSRLinear` whose ``weight`` parameter *is* the vector of its active
+``nn.Linear`` with at least one zero (an ERK layer may be fully dense) into a :class:`CSRLinear` whose ``weight`` parameter *is* the vector of its active
 entries (row-major order), so the parameter, its gradient and the optimiser state hold nnz
 numbers, and forward and backward run on sparse kernels (:mod:`sparseflow.sparsity.csr`).
 ``"auto"`` does so only for the layers where :func:`sparse_pays` predicts a gain from the
-layer's shape and density (a deterministic rule measured on CPU, so a run's numbers do not depend
+layer's size and density (a deterministic rule measured on CPU, so a run's numbers do not depend
 on timing noise); the others stay masked. docs/science.md section 16.
 
-The parameter objects stay the ones the user's optimiser holds: only their ``.data`` changes
-shape. :class:`SparseExecution` keeps everything consistent around that:
+The user's optimiser keeps working: a layer held sparse trains a new values Parameter that
+takes the original weight's place in the optimiser's ``param_groups`` and in the module (a
+Parameter never changes shape: a graph still alive would keep the shape it saw), so a list of
+parameters taken *before* the sparsifier was built holds the original weights, now empty, for
+those layers (take ``model.parameters()`` afresh, e.g. for gradient clipping).
+:class:`SparseExecution` keeps everything consistent:
 
 - **settling** (before every optimiser step, after a dense block, after loading): each layer is
   made sparse or dense as it should be, its gradient converted, and every optimiser state
@@ -27,9 +31,9 @@ shape. :class:`SparseExecution` keeps everything consistent around that:
   here, DistributedDataParallel being told to leave those parameters alone (their size changes
   when a pattern does).
 
-Convolutions stay masked: an unfold + CSR convolution measured 1.2x to 9x slower than the
-dense (oneDNN) convolution at 90-98% sparsity on every LeNet-5 / VGG-like shape tried
-(benchmarks/sparse_execution.py --conv; docs/results/sparse-execution.md).
+Convolutions stay masked: an unfold + CSR convolution lost 1.1x to 5x to the dense (oneDNN)
+convolution on LeNet-5 / VGG-like shapes at 90%, and won only on a 256->256 3x3 layer at 8x8 at
+98% (benchmarks/sparse_execution.py --conv; docs/results/sparse-execution.md).
 """
 
 from __future__ import annotations
@@ -48,28 +52,36 @@ from sparseflow.sparsity.optim_state import flat_indices, initial_state_value
 
 EXECUTIONS = ("masked", "sparse", "auto")
 
-# sparse_pays: the densest layer for which the CSR step (forward, input and weight gradients)
-# measured faster than the dense one, per torch thread count (benchmarks/sparse_execution.py
-# --crossover on this 2-core CPU; docs/results/sparse-execution.md), and the smallest layer
-# (out * in) worth it: below it the fixed cost of the sparse calls dominates.
-CROSSOVER_DENSITY = {1: 0.3, 2: 0.15}
-MIN_WEIGHTS = 4096
+# sparse_pays: (smallest out * in, {torch threads: crossover density}) -- the densest layer of
+# that size for which the CSR step (forward, input and weight gradients, batch 128) measured at
+# least as fast as the masked one (benchmarks/sparse_execution.py --crossover on this 2-core CPU;
+# docs/results/sparse-execution.md). Larger layers gain more; below 2**14 weights the fixed cost
+# of the sparse calls always loses; more threads speed the dense kernel up more than MKL's
+# sparse one. A thread count beyond the table uses its largest entry.
+CROSSOVER: tuple[tuple[int, dict[int, float]], ...] = (
+    (2**20, {1: 0.15, 2: 0.15}),
+    (2**17, {1: 0.15, 2: 0.10}),
+    (2**14, {1: 0.02, 2: 0.0}),
+)
 
 
 def sparse_pays(shape: tuple[int, ...], density: float, threads: int | None = None) -> bool:
-    """Whether the CSR kernels are predicted faster than dense for a Linear weight.
+    """Whether the CSR kernels are predicted faster than the masked layer for a Linear weight.
 
-    ``density <= d*(threads)`` and ``out * in >= MIN_WEIGHTS``, with d* the measured
-    crossover density (``CROSSOVER_DENSITY``; more threads speed the dense kernel up more than
-    the sparse one, so d* falls with threads, and the last entry serves beyond it).
+    ``density <= d*(out * in, threads)`` from the measured table ``CROSSOVER`` (0 for layers
+    below its smallest size: never). A rule rather than a timing probe, so that a config and
+    seed always run the same kernels and give the same numbers.
     """
+    if len(shape) != 2:
+        return False
     threads = threads or torch.get_num_threads()
-    known = sorted(CROSSOVER_DENSITY)
-    limit = CROSSOVER_DENSITY[max([t for t in known if t <= threads] or known[:1])]
-    numel = 1
-    for s in shape:
-        numel *= int(s)
-    return len(shape) == 2 and numel >= MIN_WEIGHTS and density <= limit
+    numel = int(shape[0]) * int(shape[1])
+    for size, by_threads in CROSSOVER:
+        if numel >= size:
+            known = sorted(by_threads)
+            limit = by_threads[max([t for t in known if t <= threads] or known[:1])]
+            return 0.0 < density <= limit
+    return False
 
 
 class CSRLinear(nn.Linear):
@@ -268,7 +280,9 @@ class SparseExecution:
 
     # -- what is where ---------------------------------------------------------------------
     def plan(self, name: str) -> CSRPattern | None:
-        """The pattern layer ``name`` runs on for its current mask (None: masked/dense)."""
+        """The pattern layer ``name`` runs on for its current mask (None: masked/dense): in
+        ``sparse`` mode every layer with a zero (a fully dense one gains nothing), in ``auto``
+        those where :func:`sparse_pays`."""
         mask = self.masks[name]
         seen = self._plans.get(name)
         if seen is not None and seen[0] is mask:
@@ -276,7 +290,8 @@ class SparseExecution:
         pattern = None
         if name in self.modules and mask.dim() == 2:
             density = float(torch.count_nonzero(mask)) / max(1, mask.numel())
-            if self.mode == "sparse" or sparse_pays(tuple(mask.shape), density):
+            if (density < 1.0 and self.mode == "sparse"
+                    or sparse_pays(tuple(mask.shape), density)):
                 pattern = CSRPattern.from_mask(mask)
         self._plans[name] = (mask, pattern)
         return pattern
