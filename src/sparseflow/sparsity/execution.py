@@ -2,9 +2,10 @@
 
 ``execution="masked"`` (the default) keeps every weight dense and its masked entries at zero
 (:class:`~sparseflow.sparsity.masks.MaskSet`). ``"sparse"`` turns every sparsified
-``nn.Linear`` with at least one zero (an ERK layer may be fully dense) into a :class:`CSRLinear` whose ``weight`` parameter *is* the vector of its active
-entries (row-major order), so the parameter, its gradient and the optimiser state hold nnz
-numbers, and forward and backward run on sparse kernels (:mod:`sparseflow.sparsity.csr`).
+``nn.Linear`` with at least one zero (an ERK layer may be fully dense) into a
+:class:`CSRLinear` whose ``weight`` parameter *is* the vector of its active entries (row-major
+order), so the parameter, its gradient and the optimiser state hold nnz numbers, and forward
+and backward run on sparse kernels (:mod:`sparseflow.sparsity.csr`).
 ``"auto"`` does so only for the layers where :func:`sparse_pays` predicts a gain from the
 layer's size and density (a deterministic rule measured on CPU, so a run's numbers do not depend
 on timing noise); the others stay masked. docs/science.md section 16.
