@@ -115,6 +115,8 @@ def test_measuring_does_not_change_training(tmp_path):
         delta = st.series(on["run_id"], "flow_update/delta/grad_l2")
         after = st.series(on["run_id"], "flow_update/after/grad_l2")
     assert steps[0] == 0 and 7 in steps and 14 in steps and steps[-1] == on["steps"]
+    early = [s for s in (1, 2, 5, 10, 20, 50, 100) if s <= on["steps"]]  # flow.early=2000
+    assert set(early) <= set(steps) and 3 not in steps and 4 not in steps
     assert len(before) == len(after) == len(delta) == on["mask_updates"] > 0
     third = execute(load_config(None, SMALL[:-1] + ["flow.around_updates=3"]),
                     root=tmp_path / "third", progress=False)
@@ -124,6 +126,14 @@ def test_measuring_does_not_change_training(tmp_path):
     assert measured == update_steps[::3]  # the 1st, 4th, 7th ... update
     for (_, b), (_, a), (_, d) in zip(before, after, delta, strict=True):
         assert d == pytest.approx(a - b)
+
+
+def test_log_spaced_early_steps():
+    from sparseflow.training.flow_callback import log_spaced_steps
+
+    assert log_spaced_steps(0) == []
+    assert log_spaced_steps(2000) == [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000]
+    assert log_spaced_steps(60) == [1, 2, 5, 10, 20, 50]
 
 
 def test_sparse_init_gradient_norm_far_above_dense_init_lenet5():

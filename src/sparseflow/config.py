@@ -198,6 +198,11 @@ class FlowConfig:
         500, low=0, hash=False, help="Measure every this many steps (0: only at step 0, the "
         "evenly spaced points and mask updates)."
     )
+    early: int = field(
+        2000, low=0, high=2**62, hash=False,
+        help="Also measure at steps 1, 2, 5, 10, 20, 50, ... up to "
+        "this step, so that the start of training is resolved on a log axis (0: off)."
+    )
     points: int = field(
         11, low=1, high=10**6, hash=False, help="Evenly spaced measurement points whose mean "
         "goes into the summary (Tessera et al. average EGF over 11)."

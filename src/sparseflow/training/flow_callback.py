@@ -1,7 +1,9 @@
 """Gradient-flow measurement during training (docs/science.md section 4).
 
 On the fixed held-out batch (``data.heldout`` examples never trained on), without the
-regularisation term: at step 0, every ``flow.every`` steps, at ``flow.points`` evenly spaced
+regularisation term: at step 0, at steps 1, 2, 5, 10, 20, 50, ... up to ``flow.early`` (the
+start of training on a log axis: the papers' Figure 4 is about the first 2000 steps), every
+``flow.every`` steps, at ``flow.points`` evenly spaced
 points of training (the 11 points over which Tessera et al. average EGF), and just before and
 after every k-th mask update (``flow.around_updates``; 1 = every update). Metrics land in the
 store as ``flow/<measure>`` per step (per layer as
@@ -24,6 +26,15 @@ SUMMARY_MEASURES = ("grad_l1", "grad_l2", "egf_l1", "egf_l2")
 UPDATE_MEASURES = ("grad_l1", "grad_l2", "egf_l1", "egf_l2", "loss")
 
 
+def log_spaced_steps(limit: int) -> list[int]:
+    """Steps 1, 2, 5, 10, 20, 50, ... (1-2-5 per decade) up to ``limit`` inclusive."""
+    out, decade = [], 1
+    while decade <= limit:
+        out += [m * decade for m in (1, 2, 5) if m * decade <= limit]
+        decade *= 10
+    return out
+
+
 def evenly_spaced_steps(total: int, points: int) -> list[int]:
     """``points`` steps from 0 to ``total`` inclusive, evenly spaced (rounded)."""
     if points <= 1:
@@ -37,11 +48,12 @@ class FlowCallback(Callback):
     name = "flow"
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, *, every: int, total_steps: int,
-                 points: int = 11, around_updates: int = 1, per_layer: bool = True,
-                 per_active: bool = False, mode: str = "train") -> None:
+                 points: int = 11, early: int = 0, around_updates: int = 1,
+                 per_layer: bool = True, per_active: bool = False, mode: str = "train") -> None:
         self.x, self.y = x, y
         self.every = every
         self.points = evenly_spaced_steps(total_steps, points)
+        self.early = set(log_spaced_steps(min(early, total_steps)))
         self.n_points = points  # names the summary keys even when short runs merge points
         self.around_updates = around_updates
         self.per_layer, self.per_active, self.mode = per_layer, per_active, mode
@@ -73,7 +85,8 @@ class FlowCallback(Callback):
             self.at_points[trainer.step] = {k: m[k] for k in SUMMARY_MEASURES}
 
     def _due(self, step: int) -> bool:
-        return step in self.points or (self.every > 0 and step % self.every == 0)
+        return (step in self.points or step in self.early
+                or (self.every > 0 and step % self.every == 0))
 
     def on_train_start(self, trainer: Any) -> None:
         self._sparsifier = next((c for c in trainer.callbacks

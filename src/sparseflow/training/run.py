@@ -235,7 +235,8 @@ def _setup(cfg: Config, rid: str, root: Path, store: Store, existing: dict[str, 
         f = cfg.flow
         trainer.callbacks.insert(1 if sparsifier is not None else 0, FlowCallback(
             x.to(device), y.to(device), every=f.every, total_steps=trainer.total_steps,
-            points=f.points, around_updates=f.around_updates, per_layer=f.per_layer,
+            points=f.points, early=f.early, around_updates=f.around_updates,
+            per_layer=f.per_layer,
             per_active=f.per_active, mode=f.mode))
     torch.manual_seed(cfg.seed)  # the same global RNG state whether sources ran or not
     trainer.model = wrap(model, dist, device)
