@@ -32,9 +32,10 @@ those layers (take ``model.parameters()`` afresh, e.g. for gradient clipping).
   here, DistributedDataParallel being told to leave those parameters alone (their size changes
   when a pattern does).
 
-Convolutions stay masked: an unfold + CSR convolution lost 1.1x to 5x to the dense (oneDNN)
-convolution on LeNet-5 / VGG-like shapes at 90%, and won only on a 256->256 3x3 layer at 8x8 at
-98% (benchmarks/sparse_execution.py --conv; docs/results/sparse-execution.md).
+Convolutions stay masked: an unfold + CSR convolution lost 2-4x to the dense (oneDNN)
+convolution on LeNet-5's second layer and a VGG 64->64 layer, tied on a 256->256 3x3 layer at
+90%, and won only on that layer at 98% and on LeNet-5's single-channel first layer with one
+thread (benchmarks/sparse_execution.py --conv; docs/results/sparse-execution.md).
 """
 
 from __future__ import annotations
