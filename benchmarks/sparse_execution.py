@@ -592,7 +592,8 @@ def wide(args: argparse.Namespace) -> None:
     print("Memory after a step, bytes (numel * element_size; 'params + state' is what the "
           "optimiser sees; masks: the bool masks, 1 byte per weight; other masks: the "
           "sparsifier's bool ever-active masks and any float mask factors of the masked path; "
-          "CSR indices: the patterns' index tensors: int64 flat positions and permutation, int32 row pointers and columns):\n")
+          "CSR indices: the patterns' index tensors: int64 flat positions and permutation, "
+          "int32 row pointers and columns):\n")
     print(md_table(["configuration", "params", "optimizer state", "params + state", "grads",
                     "masks", "other masks", "CSR indices", "all", "peak RSS, MiB",
                     "RSS after 3 steps, MiB"], mem_rows))
