@@ -1,4 +1,9 @@
-"""Statistics of the studies: one-sided sparse-vs-dense tests and rank correlations (scipy).
+"""Statistics of the studies: summaries over seeds with confidence intervals, one-sided
+sparse-vs-dense tests and rank correlations (scipy).
+
+A group of seeds is summarised by :func:`summarize`: the mean, the sample standard deviation
+(n - 1 in the denominator) and Student's t interval; :func:`bootstrap_ci` gives a percentile
+bootstrap interval of any statistic.
 
 SC-SDC (Tessera et al. 2021) tests H1: acc(sparse) > acc(dense) over seeds, one-sided, with
 Welch's t-test (unequal variances) and the Mann-Whitney U test. The correlation table relates
@@ -9,8 +14,12 @@ rho (two-sided p-values).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 
 def _scipy_stats() -> Any:
@@ -21,6 +30,75 @@ def _scipy_stats() -> Any:
 
         raise UserError("statistics need scipy (pip install 'sparseflow[analysis]')") from None
     return stats
+
+
+@dataclass(frozen=True)
+class Summary:
+    """``n`` values summarised: ``mean``, sample ``std`` and the ``level`` confidence interval
+    ``[ci_low, ci_high]`` of the mean (see :func:`summarize`); NaN where undefined."""
+
+    n: int
+    mean: float
+    std: float
+    ci_low: float
+    ci_high: float
+    level: float
+
+
+def _check_level(level: float) -> None:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level: expected a confidence level in (0, 1), got {level!r}")
+
+
+def summarize(values: Sequence[float], level: float = 0.95) -> Summary:
+    """Mean, sample standard deviation and Student's t confidence interval of the mean.
+
+    mean = sum(x) / n; std = sqrt(sum((x - mean)^2) / (n - 1)) (``statistics.stdev``);
+    interval = mean -+ t_{n-1, (1 + level)/2} * std / sqrt(n), with t the Student-t quantile
+    (``scipy.stats.t.ppf``). With n < 2 the std and the interval are NaN (the mean too for
+    n = 0); a NaN value makes every statistic NaN.
+    """
+    _check_level(level)
+    xs = [float(v) for v in values]
+    n = len(xs)
+    nan = math.nan
+    if n == 0:
+        return Summary(0, nan, nan, nan, nan, level)
+    mean = math.fsum(xs) / n
+    if n < 2:
+        return Summary(n, mean, nan, nan, nan, level)
+    if any(math.isnan(x) for x in xs):
+        return Summary(n, nan, nan, nan, nan, level)
+    std = statistics.stdev(xs)
+    half = float(_scipy_stats().t.ppf((1.0 + level) / 2.0, n - 1)) * std / math.sqrt(n)
+    return Summary(n, mean, std, mean - half, mean + half, level)
+
+
+def bootstrap_ci(values: Sequence[float], stat: Callable[..., Any] = np.mean,
+                 level: float = 0.95, n_boot: int = 10000, seed: int = 0
+                 ) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``stat`` over ``values``.
+
+    ``n_boot`` resamples of n values drawn with replacement
+    (``numpy.random.default_rng(seed)``, so the same seed gives the same interval); the
+    interval is the (1 - level)/2 and (1 + level)/2 quantiles of ``stat`` over the resamples
+    (``numpy.quantile``, linear interpolation). ``stat`` takes a 1-D array (``np.mean`` and
+    ``np.median`` are applied to all resamples at once). (NaN, NaN) with fewer than 2 values.
+    """
+    _check_level(level)
+    if n_boot < 1:
+        raise ValueError(f"n_boot: expected at least 1 resample, got {n_boot!r}")
+    xs = np.asarray([float(v) for v in values], dtype=np.float64)
+    if xs.size < 2:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    samples = xs[rng.integers(0, xs.size, size=(n_boot, xs.size))]
+    if stat is np.mean or stat is np.median:
+        boot = stat(samples, axis=1)
+    else:
+        boot = np.array([float(stat(row)) for row in samples])
+    low, high = np.quantile(boot, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return (float(low), float(high))
 
 
 def one_sided_tests(sparse: Sequence[float], dense: Sequence[float]) -> dict[str, float]:

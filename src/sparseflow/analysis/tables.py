@@ -1,18 +1,26 @@
-"""Study tables from run summaries: the gradient-flow correlation table and SC-SDC p-values.
+"""Study tables from run summaries: groups of seeds with confidence intervals, the
+gradient-flow correlation table and SC-SDC p-values; tables written as CSV and LaTeX.
 
 Inputs are plain run summaries (dicts from the store) with their configs, so the same functions
-serve the CLI, the report and the paper reproductions.
+serve the CLI, the report and the paper reproductions. A table is ``(header, rows)``: a list of
+column names and lists of cells (str, int, float or None for a blank), which
+:func:`write_table` writes as ``.csv`` (for re-analysis) and ``.tex`` (for a paper).
 """
 
 from __future__ import annotations
 
+import csv
+import math
+import numbers
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sparseflow.analysis.stats import correlations, one_sided_tests
+from sparseflow.analysis.groups import RunGroup
+from sparseflow.analysis.stats import correlations, one_sided_tests, summarize
 from sparseflow.flow.signal import by_init
 from sparseflow.landscape.compare import Comparison
 
@@ -134,3 +142,126 @@ def comparison_table(c: Comparison, top: int = 5) -> str:
         if everyone in c.ensembles:
             lines.append(f"all {len(labels)} models: {c.ensembles[everyone]:.4f}")
     return "\n".join(lines)
+
+
+# -- groups of seeds and table files ------------------------------------------------------
+Cell = str | int | float | None
+
+
+def group_table(groups: Sequence[RunGroup], metric: str, *, sparsity: bool = True,
+                level: float = 0.95) -> tuple[list[str], list[list[Cell]]]:
+    """One row per group (:func:`~sparseflow.analysis.groups.group_runs`) of ``summary[metric]``
+    over its runs: label, sparsity (None, a blank, for ``method=dense``; left out with
+    ``sparsity=False``), n, mean, sample std, the ``level`` Student-t interval of the mean
+    (mean -+ t_{n-1,(1+level)/2} * std / sqrt(n), :func:`~sparseflow.analysis.stats.summarize`),
+    min and max. n counts the runs that have the metric; a group with none is left out. Std
+    and interval are NaN for n = 1.
+    """
+    pct = f"{100 * level:g}%"
+    header = ["label", *(["sparsity"] if sparsity else []), "n", "mean", "std",
+              f"{pct} CI low", f"{pct} CI high", "min", "max"]
+    rows: list[list[Cell]] = []
+    for g in groups:
+        values = g.values(metric)
+        if not values:
+            continue
+        s = summarize(values, level)
+        rows.append([g.label, *([g.sparsity] if sparsity else []), s.n, s.mean, s.std,
+                     s.ci_low, s.ci_high, min(values), max(values)])
+    return header, rows
+
+
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+                  "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "\\": r"\textbackslash{}"}
+
+
+def latex_escape(text: str) -> str:
+    r"""``text`` safe in LaTeX text mode: ``& % $ # _ { }`` get a backslash, ``~ ^ \`` become
+    ``\textasciitilde{}``, ``\textasciicircum{}``, ``\textbackslash{}`` (one pass, so no
+    escape is escaped again)."""
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in str(text))
+
+
+def _plain(value: Any) -> Cell:
+    """A numpy scalar as the Python int or float it holds; other cells as they are."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _latex_cell(value: Cell) -> str:
+    r"""4 significant digits (``#.4g``: trailing zeros kept), ``--`` for NaN, blank for None,
+    exponents as ``\times 10^{k}``; strings escaped."""
+    value = _plain(value)
+    if value is None:
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "--"
+        if math.isinf(value):
+            return "$\\infty$" if value > 0 else "$-\\infty$"
+        text = format(value, "#.4g")
+        if "e" in text:
+            mantissa, exponent = text.split("e")
+            return f"${mantissa.rstrip('.')} \\times 10^{{{int(exponent)}}}$"
+        return text.rstrip(".")
+    return latex_escape(str(value))
+
+
+def _csv_cell(value: Cell) -> str:
+    """Floats as ``repr`` (the shortest text that reads back to the same float, ``nan`` for
+    NaN), None as blank, the rest as ``str``."""
+    value = _plain(value)
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def latex_table(header: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
+    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``): a column is ``r`` when its
+    cells are numbers or blanks, else ``l``; ``\\toprule``, the header, ``\\midrule``, the
+    rows, ``\\bottomrule``. Cells as :func:`write_table` says."""
+    align = []
+    for j in range(len(header)):
+        cells = [row[j] for row in rows if row[j] is not None]
+        align.append("r" if cells and all(_is_number(c) for c in cells) else "l")
+    lines = [f"\\begin{{tabular}}{{{' '.join(align)}}}", "\\toprule",
+             " & ".join(latex_escape(h) for h in header) + " \\\\", "\\midrule"]
+    lines += [" & ".join(_latex_cell(c) for c in row) + " \\\\" for row in rows]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(header: Sequence[str], rows: Sequence[Sequence[Cell]], stem: Path
+                ) -> list[Path]:
+    """Write ``<stem>.csv`` and ``<stem>.tex`` (the suffix is appended to the whole name, so
+    ``acc_s0.9`` gives ``acc_s0.9.csv``); returns both paths, folders made as needed.
+
+    CSV (``csv`` module): floats as ``repr`` (they read back with ``float()`` to the same
+    value; NaN as ``nan``), blanks empty. LaTeX (:func:`latex_table`): a booktabs ``tabular``
+    with numbers to 4 significant digits, NaN as ``--`` and every text cell escaped
+    (:func:`latex_escape`).
+    """
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    if any(len(row) != len(header) for row in rows):
+        raise ValueError(f"write_table: every row needs {len(header)} cells")
+    csv_path = stem.with_name(stem.name + ".csv")
+    tex_path = stem.with_name(stem.name + ".tex")
+    with csv_path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(list(header))
+        w.writerows([_csv_cell(c) for c in row] for row in rows)
+    tex_path.write_text(latex_table(header, rows), encoding="utf-8")
+    return [csv_path, tex_path]
