@@ -324,4 +324,4 @@ def test_plot_signal_writes_file(tmp_path, suffix):
 
 def test_plot_signal_bad_suffix(tmp_path):
     with pytest.raises(ValueError, match="png"):
-        plot_signal(_rows(), tmp_path / "signal.pdf")
+        plot_signal(_rows(), tmp_path / "signal.jpg")
