@@ -1,4 +1,5 @@
-"""The HTML report opened in a real headless Chromium: not blank, every image decoded.
+"""The HTML report opened in a real headless Chromium: not blank, every image decoded, and
+every figure with a title and labelled axes (read from its SVG, where text stays text).
 
 Skipped with a reason only when no Chromium is installed; CI installs Debian's chromium and
 sets CI=true, where a missing browser is a failure instead.
@@ -10,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 import zlib
 from pathlib import Path
 
@@ -59,7 +61,7 @@ def test_report_renders_in_chromium(tmp_path):
             "sparse.update_every=3", "flow.around_updates=1"]
     for m in ("dense", "rigl"):
         execute(load_config(None, base + [f"method={m}"]), root=root, progress=False)
-    report = build_report(root, out=tmp_path / "out" / "report.html")
+    report = build_report(root, out=tmp_path / "out")
     probe = report.with_name("probe.html")
     probe.write_text(report.read_text().replace("</body>", PROBE))
     profile = tmp_path / "profile"
@@ -75,3 +77,19 @@ def test_report_renders_in_chromium(tmp_path):
     decoded = re.search(r'data-decoded="(\d+)"', dom)
     assert images and decoded, dom[:500]
     assert int(images.group(1)) >= 3 and decoded.group(1) == images.group(1)
+    svgs = sorted((tmp_path / "out" / "figures").glob("*.svg"))
+    assert len(svgs) == int(images.group(1))  # each embedded figure also as SVG (and PDF)
+    for svg in svgs:
+        assert svg.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+        words = _svg_texts(svg)
+        axes = [t for t in words if t in ("training step", "sparsity", "test accuracy")
+                or "||g||" in t or "EGF" in t or "training step" in t]
+        assert len(axes) >= 2, (svg.name, words)  # an x and a y label
+        assert any(len(t.split()) >= 3 and t[0].isupper() for t in words), (svg.name, words)
+
+
+def _svg_texts(path: Path) -> list[str]:
+    """The text runs of an SVG drawn with svg.fonttype none (matplotlib keeps text as text)."""
+    root = ET.parse(path).getroot()
+    return [" ".join("".join(el.itertext()).split()) for el in root.iter()
+            if el.tag.endswith("}text")]

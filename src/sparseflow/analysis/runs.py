@@ -69,10 +69,10 @@ def hessian_of_run(root: str | Path, spec: str, *, top_k: int = 5, include_biase
 
 
 def _figures(outdir: Path, stem: str, draw: Any) -> list[str]:
-    """``draw(path)`` for STEM.png and STEM.svg; none when matplotlib (the 'analysis' extra) is
-    missing, since the tables are written anyway."""
+    """``draw(path)`` for STEM.png (300 dpi), STEM.svg and STEM.pdf; none when matplotlib (the
+    'analysis' extra) is missing, since the tables are written anyway."""
     paths = []
-    for suffix in ("png", "svg"):
+    for suffix in ("png", "svg", "pdf"):
         path = outdir / f"{stem}.{suffix}"
         try:
             draw(path)
