@@ -17,7 +17,8 @@ def test_demo_runs_the_default_study(capsys, tmp_path):
     assert code == 0, err[-2000:]
     for name in ("dense", "scratch", "scratch+", "SET", "RigL", "lottery", "gradual"):
         assert re.search(rf"{re.escape(name)} 0\.\d{{4}}", out), (name, out)
-    report = tmp_path / "report" / "default-study.html"
+    assert not out.startswith("setting:")  # the base's own setting: no setting line
+    report = tmp_path / "report" / "default-study" / "index.html"
     assert f"report: {report}" in out and report.stat().st_size > 10_000
     html = report.read_text()
     assert html.count("data:image/png;base64,") >= 4

@@ -359,3 +359,18 @@ def test_plot_signal_and_mds_write_pdf(tmp_path):
                    cosine_to_init=[None] * 3, mds=np.array([[0, 0], [1, 0], [0, 1.0]]))
     plots.plot_mds(c, tmp_path / "mds")
     check_set(tmp_path / "mds", texts=["scratch", "lottery", "RigL", "MDS coordinate 1"])
+
+
+def test_paper_values_figure_marks_ours_and_the_papers(tmp_path):
+    from sparseflow.plots import plot_paper_values
+
+    fig = plot_paper_values({"scratch": 0.05, "scratch+": 0.9, "RigL+": 2.0},
+                            {"scratch": 0.04, "scratch+": 1.1, "RigL+": 2.5}, tmp_path / "v",
+                            ylabel="mean ||g||_2", title="Early gradient norm", yscale="log")
+    for suffix in (".pdf", ".svg", ".png"):
+        assert (tmp_path / f"v{suffix}").stat().st_size > 0
+    ax = fig.axes[0]
+    filled = [ln for ln in ax.lines if ln.get_markerfacecolor() != "white"]
+    hollow = [ln for ln in ax.lines if ln.get_markerfacecolor() == "white"]
+    assert len(filled) == 3 and len(hollow) == 3
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["scratch", "scratch+", "RigL+"]

@@ -25,10 +25,14 @@ def test_smoke_presets(capsys, tmp_path, paper, numbers):
     assert {c["number"] for c in res["claims"]} == numbers
     assert all(c["verdict"] in VERDICTS and c["measured"] for c in res["claims"])
     outdir = root / "reproduce" / f"{paper}-smoke"
+    assert res["dir"] == str(outdir) and res["setting"] == []  # the preset's own setting
     stored = json.loads((outdir / "claims.json").read_text())
-    assert [c["verdict"] for c in stored] == [c["verdict"] for c in res["claims"]]
-    assert "| # | claim | verdict | measured |" in (outdir / "claims.md").read_text()
-    assert res["report"] and (outdir / "report.html").stat().st_size > 1000
+    assert (stored["paper"], stored["scale"], stored["setting"]) == (paper, "smoke", [])
+    assert [c["verdict"] for c in stored["claims"]] == [c["verdict"] for c in res["claims"]]
+    md = (outdir / "claims.md").read_text()
+    assert "| # | claim | verdict | measured |" in md and "setting: the preset's own" in md
+    report = outdir / "report" / "index.html"
+    assert res["report"] == str(report) and report.stat().st_size > 1000
     if paper == "evci2019":  # the measured barrier is the stored interpolation's barrier
         path = next((root / "analyses").glob("interpolate-*_*-*/result.json"))
         assert path.exists()

@@ -569,6 +569,43 @@ def plot_paper_comparison(ours: Mapping[str, Series], paper: Mapping[str, Series
 
 
 @_styled
+def plot_paper_values(ours: Mapping[str, float], paper: Mapping[str, float],
+                      path: str | Path, *, ylabel: str, title: str, yscale: str = "linear",
+                      width: float = WIDTH, height: float = HEIGHT) -> Any:
+    """One value per method label, this run (filled marker) beside the paper's reported value
+    (open marker, where the paper gives one), methods along x in the order of ``ours``, in each
+    method's colour; a reproduction's headline numbers. Returns the Figure."""
+    figure_paths(path)
+    fig, ax = new_figure(width, height)
+    labels = list(dict.fromkeys([*ours, *paper]))
+    styles = _figure_styles(labels)
+    for i, label in enumerate(labels):
+        st = styles[label]
+        if label in ours:
+            ax.plot([i - 0.12], [ours[label]], linestyle="none", marker=st["marker"],
+                    color=st["color"], markersize=6)
+        if label in paper:
+            ax.plot([i + 0.12], [paper[label]], linestyle="none", marker=st["marker"],
+                    markerfacecolor="white", color=st["color"], markersize=6)
+    if yscale == "log":
+        ax.set_yscale("log", nonpositive="mask")
+    ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 3 else 0,
+                  ha="right" if len(labels) > 3 else "center")
+    ax.set_xlim(-0.6, len(labels) - 0.4)
+    ax.set_xlabel("method")
+    ax.set_ylabel(ylabel)
+    ax.set_title(_wrap(title, width))
+    from matplotlib.lines import Line2D
+
+    proxies = [Line2D([], [], linestyle="none", marker="o", color="#555555"),
+               Line2D([], [], linestyle="none", marker="o", color="#555555",
+                      markerfacecolor="white")]
+    _legend(fig, ax, proxies, ["this run", "paper (reported)"], force=True)
+    _write(fig, path)
+    return fig
+
+
+@_styled
 def plot_lines(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path,
                *, xlabel: str, ylabel: str, title: str = "", logx: bool = False,
                logy: bool = False, vlines: Sequence[float] = ()) -> Any:

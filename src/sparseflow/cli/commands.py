@@ -269,8 +269,11 @@ def cmd_scsdc(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from sparseflow.studies.demo import default_study
 
-    res = default_study(_root(args), epochs=args.epochs, workers=args.workers,
+    res = default_study(_root(args), epochs=args.epochs, overrides=args.overrides,
+                        config_file=args.config, workers=args.workers,
                         progress=not args.no_progress, echo=lambda m: print(m, file=sys.stderr))
+    if res["setting"]:
+        print("setting: " + " ".join(res["setting"]))
     print("test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in res["accuracy"].items()
                                         if v is not None))
     print("loss barrier on the straight line to the pruned solution: "
@@ -282,14 +285,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from sparseflow.studies.reproduce import reproduce
 
-    res = reproduce(args.paper, args.scale, _root(args), workers=args.workers,
+    res = reproduce(args.paper, args.scale, _root(args), overrides=args.overrides,
+                    config_file=args.config, workers=args.workers,
                     progress=not args.no_progress, echo=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(_finite(res), sort_keys=True))
         return 0
     from sparseflow.analysis.text import claims_text
 
-    print(claims_text(res))
+    head, _, rest = claims_text(res).partition("\n")
+    if res["setting"]:  # the setting under the title line
+        head += "\nsetting: " + " ".join(res["setting"])
+    print(f"{head}\n{rest}" if rest else head)
     return 0
 
 
@@ -304,7 +311,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         sweep = load_sweep(args.sweep)
         runs += [run_id(c) for c in expand(sweep)]
-    path = build_report(_root(args), runs or None, args.out, title=args.title, sweep=sweep)
+    path = build_report(_root(args), runs or None, args.out, title=args.title, sweep=sweep,
+                        force=args.force)
     print(f"report written to {path}")
     return 0
 
@@ -335,7 +343,8 @@ def _check_args(args: argparse.Namespace) -> None:
                         "--root (default ./sparseflow-runs)", folder=True)
     out = getattr(args, "out", None)
     if out and out != "-":
-        is_folder = args.command == "analyze"  # the analyses write a folder, the others a file
+        # the analyses and the report write a folder, the others a file
+        is_folder = args.command in ("analyze", "report")
         _check_path(Path(out), "--out", folder=is_folder)
     if args.command in ("run", "sweep", "scsdc", "demo", "reproduce", "analyze"):
         from sparseflow.sparsity.kernels import kernel_name

@@ -99,6 +99,15 @@ def _root_arg(p: argparse.ArgumentParser) -> None:
                    help="run store directory (default: $SPARSEFLOW_HOME or ./sparseflow-runs)")
 
 
+def _study_setting_args(p: argparse.ArgumentParser, command: str) -> None:
+    """``-c/--config`` and ``--set`` of a study preset: the user's setting over its base."""
+    p.add_argument("-c", "--config", help="YAML config file: settings over the study's base, "
+                   "for every run")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
+                   metavar="KEY=VALUE", help=f"override config fields of every run of the "
+                   f"{command} study, e.g. dataset=digits model=mlp train.duration=2ep")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sparseflow`` command."""
     parser = _Parser(
@@ -211,11 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     dm = sub.add_parser(
         "demo", help="the default study (the README's main job)",
-        description="LeNet-300-100 on Fashion-MNIST at 90% sparsity with dense, scratch, "
-        "scratch+, SET, RigL, gradual pruning and the lottery ticket, gradient flow measured, "
-        "linear paths lottery -> pruned and scratch -> pruned, and the HTML report.")
-    dm.add_argument("--epochs", type=_int(1, 10**6), default=5,
-                    help="epochs per run (default 5)")
+        description=textwrap.fill(
+            "LeNet-300-100 on Fashion-MNIST at 90% sparsity with dense, scratch, scratch+, SET, "
+            "RigL, gradual pruning and the lottery ticket, gradient flow measured, linear paths "
+            "lottery -> pruned and scratch -> pruned, and the HTML report. -c FILE and --set "
+            "KEY=VALUE run it on your own setting (e.g. --set dataset=digits model=mlp), for "
+            "every run; the method, its mask and init are the study's own.", 88),
+        epilog=_config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    dm.add_argument("--epochs", type=_int(1, 10**6), default=None,
+                    help="epochs per run (default 5; a shortcut for --set train.duration=Nep)")
+    _study_setting_args(dm, "demo")
     dm.add_argument("--workers", type=_int(0, MAX_WORKERS), default=None,
                     help="sweep workers (0: in-process)")
     dm.add_argument("--no-progress", action="store_true")
@@ -223,13 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     rr = sub.add_parser(
         "reproduce", help="check a paper's claims with a preset study",
-        description="Trains a preset study of one paper (evci2022: gradient flow and lottery "
-        "tickets; tessera2021: SC-SDC and EGF; evci2019: linear paths and curves), runs the "
-        "analyses and prints each claim of the paper beside the measured values with a verdict: "
-        "held, did not hold, or not measurable at this scale. Scales: smoke (minutes), cpu "
-        "(about an hour on 2 cores), paper (the papers' settings, for a GPU cluster).")
+        description=textwrap.fill(
+            "Trains a preset study of one paper (evci2022: gradient flow and lottery tickets; "
+            "tessera2021: SC-SDC and EGF; evci2019: linear paths and curves), runs the analyses "
+            "and prints each claim of the paper beside the measured values with a verdict: held, "
+            "did not hold, or not measurable at this scale. Scales: smoke (minutes), cpu (about "
+            "an hour on 2 cores), paper (the papers' settings, for a GPU cluster). -c FILE and "
+            "--set KEY=VALUE run the study on your own setting (e.g. --set dataset=digits "
+            "model=mlp), over the preset's base, for every run; the keys a study varies itself "
+            "(the methods it compares, their inits, the seeds) are refused.", 88),
+        epilog=_config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     rr.add_argument("paper", choices=("evci2022", "tessera2021", "evci2019"))
     rr.add_argument("--scale", choices=("smoke", "cpu", "paper"), default="smoke")
+    _study_setting_args(rr, "reproduce")
     rr.add_argument("--workers", type=_int(0, MAX_WORKERS), default=None,
                     help="sweep workers (0: in-process)")
     rr.add_argument("--no-progress", action="store_true")
@@ -238,12 +258,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser(
         "report", help="a self-contained HTML report of runs",
-        description="One HTML file with figures embedded (no network needed): runs, accuracy vs "
-        "sparsity per method, gradient norm and EGF over training, changes at mask updates, and "
-        "the analyses recorded for the runs. Figures also as PNG and SVG, tables as CSV.")
+        description="A folder: index.html with the figures embedded (no network needed), "
+        "figures/ (PDF, SVG, 300-dpi PNG) and tables/ (CSV, LaTeX booktabs). Runs that differ "
+        "only by seed are pooled (mean, sample std, 95% CI); runs are named by what they are. "
+        "Sections: runs, accuracy vs sparsity, gradient norm and EGF over training, changes at "
+        "mask updates, and the analyses recorded for the runs. A file in the folder that no "
+        "report wrote is never replaced (--force replaces it).")
     rp.add_argument("--runs", nargs="+", metavar="RUN_ID", help="runs (default: all)")
     rp.add_argument("--sweep", help="the runs of a sweep file")
-    rp.add_argument("--out", help="output HTML file (default ROOT/report/report.html)")
+    rp.add_argument("--out", help="output folder (default ROOT/report)")
+    rp.add_argument("--force", action="store_true",
+                    help="replace files in --out that no sparseflow report wrote")
     rp.add_argument("--title", default="sparseflow report")
     _root_arg(rp)
 

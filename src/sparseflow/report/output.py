@@ -50,7 +50,24 @@ class ReportOutput:
     def __init__(self, outdir: Path, *, force: bool = False) -> None:
         check_out_dir(outdir)
         self.outdir, self.force = outdir, force
+        if not force:
+            self._refuse_foreign()
         self.stage = Path(tempfile.mkdtemp(prefix="sparseflow-report-"))
+
+    def _refuse_foreign(self) -> None:
+        """Before anything is drawn: a file in the report's own places (``index.html``,
+        ``figures/``, ``tables/``) that no earlier report listed is refused now (the check at
+        :meth:`commit` covers whatever appears meanwhile)."""
+        if not self.outdir.is_dir():
+            return
+        listed = _listed(self.outdir)
+        mine = [self.outdir / "index.html", *(p for d in ("figures", "tables")
+                                               for p in sorted((self.outdir / d).rglob("*")))]
+        for path in mine:
+            rel = str(path.relative_to(self.outdir))
+            if path.is_file() and rel not in listed:
+                raise UserError(f"{path}: exists and was not written by a sparseflow report; "
+                                "pass --force to replace it, or another --out")
 
     def path(self, rel: str) -> Path:
         """The staged path of ``rel`` (e.g. ``figures/accuracy``), its folder made."""

@@ -10,21 +10,39 @@ a 2-core machine in about an hour (Fashion-MNIST, LeNet5 / LeNet-300-100 / MLPs)
 for a GPU cluster: VGG-16 on CIFAR-10 for Evci et al. 2022, the paper's SC-SDC widths 308..2768
 over 500 epochs for Tessera et al. 2021, and (a stand-in: ResNet-50/ImageNet is not shipped)
 50-epoch LeNet-300-100 paths and curves for Evci et al. 2019.
+
+Any setting: ``reproduce(..., overrides=["dataset=digits"], config_file=...)`` (the CLI's
+``-c FILE`` / ``--set KEY=VALUE``, read as ``sparseflow run`` reads them) puts the user's
+settings over the preset's base in every run (``studies/setting.py``); a key the study varies
+itself (``VARIED``: methods, inits, seeds) is refused. The claims are measured on that setting
+(evci2022's signal propagation on the study's own model and input shape, not the paper's
+LeNet5); the outputs go to ``reproduce/PAPER-SCALE-DIGEST`` and record the setting.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sparseflow.config import Config, load_config, run_id
+from sparseflow.config import Config, run_id
 from sparseflow.errors import UserError
+from sparseflow.factories import is_reference
 from sparseflow.store.database import Store
 from sparseflow.store.paths import store_path
+from sparseflow.studies.setting import (
+    DATA_KEYS,
+    MODEL_KEYS,
+    Setting,
+    base_pairs,
+    check_setting,
+    parse_setting,
+    study_config,
+    varied_keys,
+)
 
 PAPERS = ("evci2022", "tessera2021", "evci2019")
 SCALES = ("smoke", "cpu", "paper")
@@ -67,6 +85,23 @@ EVCI2022_METHODS = {
 }
 
 
+EVCI2019_RUNS = {"scratch": ["method=static", "sparse.mask=pruned"], "lottery": ["method=lottery"]}
+
+
+#: per paper, the keys the study varies itself (a setting of one is refused) and why
+VARIED: dict[str, dict[str, str]] = {
+    "evci2022": {**varied_keys(EVCI2022_METHODS, "it compares " + ", ".join(EVCI2022_METHODS)),
+                 "seed": "it repeats scratch and lottery over seeds"},
+    "evci2019": varied_keys(EVCI2019_RUNS, "it compares scratch with the lottery ticket"),
+    "tessera2021": {
+        "arch.batchnorm": "it compares BatchNorm off and on", "seed": "it repeats every cell",
+        **dict.fromkeys(("optim.name", "optim.lr"), "it compares momentum and adam"),
+        **dict.fromkeys(("model", "model_args", "method", "distribution", "init", "arch.widths",
+                         "arch.width", "arch.depth", "sparse.dense_width"),
+                        "its SC-SDC pairs are sparse and dense MLPs of set widths and depths")},
+}
+
+
 def _seeds(scale: str) -> list[int]:
     return [0] if scale == "smoke" else [0, 1, 2]
 
@@ -97,42 +132,77 @@ def _verdict(ok: bool | None) -> str:
 
 
 # -- Evci et al. 2022 ----------------------------------------------------------------------
-def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
-             echo: Callable[[str], None]) -> tuple[list[Claim], list[str]]:
-    """Claims 1-4: signal propagation, early gradient flow, mask updates, lottery tickets."""
-    from sparseflow.analysis.runs import compare_runs, interpolate_runs
+def _signal_claim(cfg: Config, setting: Setting, scale: str) -> Claim:
+    """Claim 1 (signal propagation at init): on the paper's LeNet5 with 28x28 inputs for the
+    preset's own setting; on the study's model, built as its runs build it (``arch.*``), with
+    its dataset's input shape and classes when the setting changes the model or the data.
+    ``flow.signal`` builds registered models only: for a model of one's own, not measurable."""
     from sparseflow.flow.signal import signal_propagation
 
-    base = _evci2022_base(scale)
-    cfgs = {(name, seed): load_config(None, base + over + [f"seed={seed}"])
-            for name, over in EVCI2022_METHODS.items() for seed in
-            (_seeds(scale) if name in ("scratch", "lottery") else [0])}
-    _run_all(list(cfgs.values()), root, workers, progress, echo)
-    claims = []
-    rows = signal_propagation("lenet5", [0.0, 0.8, 0.9], ["dense", "sparse"], masks="uniform",
-                              repeats=1 if scale == "smoke" else 3,
-                              batch=128 if scale == "smoke" else 500)
+    text = ("With dense init the output signal vanishes as sparsity grows; the sparsity-aware "
+            "init keeps it near its dense value to ~80%")
+    kw: dict[str, Any] = {"masks": "uniform", "repeats": 1 if scale == "smoke" else 3,
+                          "batch": 128 if scale == "smoke" else 500}
+    if not setting.touches(MODEL_KEYS + DATA_KEYS):
+        model, label = "lenet5", "LeNet5"
+    elif is_reference(cfg.model):
+        return Claim(1, text, UNMEASURABLE, f"signal propagation builds the registered models "
+                     f"only, not a model of one's own ({cfg.model})")
+    else:
+        from sparseflow.training.run import load_data
+
+        data = load_data(cfg)  # in the cache: the study's runs have loaded it
+        a = cfg.arch
+        kw.update(input_shape=tuple(data.input_shape), num_classes=data.num_classes,
+                  model_options={"widths": a.widths, "depth": a.depth, "width": a.width,
+                                 "activation": a.activation, "batchnorm": a.batchnorm,
+                                 "skip": a.skip})
+        model = cfg.model
+        label = f"{cfg.model} ({cfg.dataset} inputs {'x'.join(map(str, data.input_shape))})"
+    rows = signal_propagation(model, [0.0, 0.8, 0.9], ["dense", "sparse"], **kw)
     std = {(r["init"], r["sparsity"]): r["std_mean"] for r in rows}
     dense_ratio = std[("dense", 0.9)] / std[("dense", 0.0)]
     sparse_ratio = std[("sparse", 0.8)] / std[("sparse", 0.0)]
-    claims.append(Claim(1, "With dense init the output signal vanishes as sparsity grows; the "
-                        "sparsity-aware init keeps it near its dense value to ~80%",
-                        _verdict(dense_ratio < 0.1 and sparse_ratio > 1 / 3),
-                        f"LeNet5 output std, dense init: {dense_ratio:.2g} of its value at 0 "
-                        f"sparsity when 90% sparse; sparse init at 80%: {sparse_ratio:.2f}"))
+    return Claim(1, text, _verdict(dense_ratio < 0.1 and sparse_ratio > 1 / 3),
+                 f"{label} output std, dense init: {dense_ratio:.2g} of its value at 0 "
+                 f"sparsity when 90% sparse; sparse init at 80%: {sparse_ratio:.2f}")
+
+
+def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
+             echo: Callable[[str], None], setting: Setting | None = None
+             ) -> tuple[list[Claim], list[str]]:
+    """Claims 1-4: signal propagation, early gradient flow, mask updates, lottery tickets;
+    ``setting``: the user's settings over the preset's base (``studies/setting.py``)."""
+    from sparseflow.analysis.runs import compare_runs, interpolate_runs
+
+    setting = setting or Setting()
+    base = _evci2022_base(scale)
+    # small dense narrows a built-in model; a model of one's own cannot be narrowed
+    own = is_reference(str(base_pairs(base, setting).get("model", "")))
+    methods = {k: v for k, v in EVCI2022_METHODS.items() if not (own and k == "small dense")}
+    cfgs = {(name, seed): study_config(base, setting, over + [f"seed={seed}"])
+            for name, over in methods.items() for seed in
+            (_seeds(scale) if name in ("scratch", "lottery") else [0])}
+    _run_all(list(cfgs.values()), root, workers, progress, echo)
+    claims = [_signal_claim(cfgs[("scratch", 0)], setting, scale)]
     with Store(store_path(root)) as store:
         total = _summary(store, cfgs[("scratch", 0)])["steps"]
         early = max(25, total // 50)  # the first 2%: ~230 of the paper's 11,719 steps
-        g = {name: _early_mean(store, run_id(cfgs[(name, 0)]), early)
-             for name in EVCI2022_METHODS}
-        healthy = min(g["scratch+"], g["small dense"], g["rigl+"])
+        g = {name: _early_mean(store, run_id(cfgs[(name, 0)]), early) for name in methods}
+        healthy = [g[n] for n in ("scratch+", "small dense", "rigl+") if n in g]
+        failed = [name for name in methods
+                  if (store.get_run(run_id(cfgs[(name, 0)])) or {}).get("status") != "finished"]
         measured = f"mean ||g||_2 over the first {early} steps: " + ", ".join(
-            f"{k} {v:.3g}" for k, v in g.items())
-        claims.append(Claim(2, "Early in training the gradient norm of Scratch is far below "
-                            "Scratch+, Small Dense and RigL+",
-                            _verdict(g["scratch"] < 0.5 * healthy), measured))
-        claims.append(Claim(2, "... and the Lottery ticket's is low too",
-                            _verdict(g["lottery"] < 0.5 * healthy), measured))
+            f"{k} {v:.3g}" for k, v in g.items()) + (
+            f" (did not finish: {', '.join(failed)})" if failed else "") + (
+            " (no small dense: a model of one's own cannot be narrowed)" if own else "")
+        for text, low in (("Early in training the gradient norm of Scratch is far below "
+                           "Scratch+, Small Dense and RigL+", g["scratch"]),
+                          ("... and the Lottery ticket's is low too", g["lottery"])):
+            # a run that failed or measured nothing early (nan): not measurable
+            nan = any(v != v for v in (low, *healthy))
+            claims.append(Claim(2, text, _verdict(None if nan else low < 0.5 * min(healthy)),
+                                measured))
         deltas = {}
         for name in ("rigl+", "set+", "rigl inverted+"):
             d = [v for s, v in store.series(run_id(cfgs[(name, 0)]),
@@ -143,8 +213,10 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
             and deltas["rigl inverted+"] < 0.5 * deltas["rigl+"])
         claims.append(Claim(3, "RigL mask updates raise the gradient norm; SET barely; RigL "
                             "inverted does not", _verdict(ok3), "mean change of ||g||_2 across "
-                            "updates (first half): " + ", ".join(f"{k} {v:+.3g}"
-                                                                 for k, v in deltas.items())))
+                            "updates (first half): " + ", ".join(
+                                f"{k} {v:+.3g}" for k, v in deltas.items()) + (
+                                f" (did not finish: {', '.join(bad)})"
+                                if (bad := [k for k in deltas if k in failed]) else "")))
         ticket = _summary(store, cfgs[("lottery", 0)])
         pruned = ticket["ticket_source"]
     lts = [run_id(cfgs[("lottery", s)]) for s in _seeds(scale)]
@@ -164,16 +236,19 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
 
 # -- Evci et al. 2019 -------------------------------------------------------------------------
 def evci2019(root: Path, scale: str, workers: int | None, progress: bool,
-             echo: Callable[[str], None]) -> tuple[list[Claim], list[str]]:
-    """Claim 5: monotone path init -> pruned; scratch -> pruned barrier; dense curves remove it."""
+             echo: Callable[[str], None], setting: Setting | None = None
+             ) -> tuple[list[Claim], list[str]]:
+    """Claim 5: monotone path init -> pruned; scratch -> pruned barrier; dense curves remove
+    it. ``setting``: the user's settings over the preset's base (``studies/setting.py``)."""
     from sparseflow.analysis.runs import curve_runs, interpolate_runs
 
+    setting = setting or Setting()
     base = {"smoke": ["model=lenet300", "train.duration=1ep"],
             "cpu": ["model=lenet300", "train.duration=15ep"],
             "paper": ["model=lenet300", "train.duration=50ep"]}[scale]
     base = base + ["sparsity=0.95", "arch.init=glorot", "flow.enabled=false"]
-    scratch = load_config(None, base + ["method=static", "sparse.mask=pruned"])
-    ticket = load_config(None, base + ["method=lottery"])
+    scratch = study_config(base, setting, EVCI2019_RUNS["scratch"])
+    ticket = study_config(base, setting, EVCI2019_RUNS["lottery"])
     _run_all([scratch, ticket], root, workers, progress, echo)
     with Store(store_path(root)) as store:
         pruned = _summary(store, ticket)["ticket_source"]
@@ -204,29 +279,38 @@ def evci2019(root: Path, scale: str, workers: int | None, progress: bool,
 
 
 # -- Tessera et al. 2021 ----------------------------------------------------------------------
-def _tessera_sweep(scale: str) -> Any:
+def _tessera_sweep(scale: str, setting: Setting | None = None) -> Any:
     from sparseflow.sweep.spec import Sweep
+
+    setting = setting or Setting()
 
     sizes = {"smoke": (64, [16, 32], [1], [0, 1], "1ep"),
              "cpu": (256, [26, 77, 128], [1, 2, 4], [0, 1, 2], "3ep"),
              "paper": (3076, [308, 923, 1538, 2153, 2768], [1, 2, 4], [0, 1, 2, 3, 4], "500ep")}
     ws, wds, depths, seeds, duration = sizes[scale]
-    base = {"dataset": "fashion_mnist", "train.duration": duration, "flow.every": 0}
-    return Sweep(name=f"tessera2021-{scale}", base=base,
+    base = base_pairs(["dataset=fashion_mnist", f"train.duration={duration}", "flow.every=0"],
+                      setting)
+    name = f"tessera2021-{scale}" + (f"-{setting.digest}" if setting.pairs else "")
+    return Sweep(name=name, base=base,
                  grid={"arch.batchnorm": [False, True]},
                  zip={"optim.name": ["momentum", "adam"], "optim.lr": [0.05, 0.001]},
-                 seeds=seeds, path=Path(f"<tessera2021 {scale} preset>"),
+                 seeds=seeds, path=Path(f"<tessera2021 {scale} preset"
+                                        + (f" with {setting.describe()}>" if setting.pairs
+                                           else ">")),
                  scsdc={"sparse_width": ws, "dense_widths": wds, "depths": depths})
 
 
 def tessera2021(root: Path, scale: str, workers: int | None, progress: bool,
-                echo: Callable[[str], None]) -> tuple[list[Claim], list[str]]:
-    """Claims 6 and 7: EGF vs gradient norm correlations, BatchNorm in SC-SDC."""
+                echo: Callable[[str], None], setting: Setting | None = None
+                ) -> tuple[list[Claim], list[str]]:
+    """Claims 6 and 7: EGF vs gradient norm correlations, BatchNorm in SC-SDC; ``setting``:
+    the user's settings over the preset's base (``studies/setting.py``)."""
     from sparseflow.analysis.runs import correlate, scsdc_results
     from sparseflow.sweep.client import run_sweep
     from sparseflow.sweep.spec import expand
 
-    sweep = _tessera_sweep(scale)
+    sweep = _tessera_sweep(scale, setting)
+    configs = expand(sweep)  # every config checked before anything trains
     run_sweep(sweep, root, workers=workers, progress=progress, echo=echo)
     corr = correlate(root, sweep)["rows"]
     tau = {r["measure"]: abs(r["kendall_tau"]) for r in corr
@@ -253,41 +337,59 @@ def tessera2021(root: Path, scale: str, workers: int | None, progress: bool,
               "Swish favour sparse nets", UNMEASURABLE, "not part of this preset's grid (add "
               "optim.l2, optim.name=adamw and arch.activation axes to an scsdc sweep)"),
     ]
-    return claims, [run_id(c) for c in expand(sweep)]
+    return claims, [run_id(c) for c in configs]
 
 
 PRESETS = {"evci2022": evci2022, "tessera2021": tessera2021, "evci2019": evci2019}
 
 
-def reproduce(paper: str, scale: str, root: str | Path, *, workers: int | None = None,
+def reproduce(paper: str, scale: str, root: str | Path, *, overrides: Sequence[str] = (),
+              config_file: str | Path | None = None, workers: int | None = None,
               progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train the preset, evaluate its claims, write claims.md/claims.json and an HTML report."""
+    """Train the preset, evaluate its claims, write claims.md/claims.json and an HTML report.
+
+    ``config_file`` (YAML) and ``overrides`` (``KEY=VALUE``, later wins) are the user's setting
+    over the preset's base, for every run, read like ``sparseflow run``'s; a key the study
+    varies itself (``VARIED``) or a bad key or value is a ``ConfigError`` before anything
+    trains. Returns ``paper``, ``scale``, ``setting`` (the ``KEY=VALUE`` texts, empty for the
+    preset's own), ``claims``, ``dir`` (``ROOT/reproduce/PAPER-SCALE``, ``-DIGEST`` added for a
+    setting) and ``report`` (None when jinja2/matplotlib are missing).
+    """
     if paper not in PRESETS:
         raise UserError(f"reproduce: unknown paper {paper!r}; valid: {', '.join(PAPERS)}")
     if scale not in SCALES:
         raise UserError(f"--scale: unknown scale {scale!r}; valid: {', '.join(SCALES)}")
+    setting = parse_setting(config_file, overrides)
+    check_setting(setting, VARIED[paper], f"reproduce {paper}")
     root = Path(root)
-    claims, runs = PRESETS[paper](root, scale, workers, progress, echo)
-    outdir = root / "reproduce" / f"{paper}-{scale}"
+    claims, runs = PRESETS[paper](root, scale, workers, progress, echo, setting=setting)
+    outdir = root / "reproduce" / (f"{paper}-{scale}"
+                                   + (f"-{setting.digest}" if setting.pairs else ""))
     outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "claims.json").write_text(json.dumps([asdict(c) for c in claims], indent=1))
-    (outdir / "claims.md").write_text(claims_markdown(paper, scale, claims))
+    (outdir / "claims.json").write_text(json.dumps(
+        {"paper": paper, "scale": scale, "setting": setting.items,
+         "claims": [asdict(c) for c in claims]}, indent=1))
+    (outdir / "claims.md").write_text(claims_markdown(paper, scale, claims, setting.items))
     report = None
+    title = f"{paper} ({scale} scale" + (f", {setting.describe()})" if setting.pairs else ")")
     try:
         from sparseflow.report.html import build_report
 
-        report = str(build_report(root, runs, outdir / "report.html",
-                                  title=f"{paper} ({scale} scale)"))
+        report = str(build_report(root, runs, outdir / "report", title=title))
     except UserError:
         pass  # jinja2/matplotlib missing: the claims table is the result
-    return {"paper": paper, "scale": scale, "claims": [asdict(c) for c in claims],
-            "dir": str(outdir), "report": report}
+    return {"paper": paper, "scale": scale, "setting": setting.items,
+            "claims": [asdict(c) for c in claims], "dir": str(outdir), "report": report}
 
 
-def claims_markdown(paper: str, scale: str, claims: list[Claim]) -> str:
-    """The claims table as Markdown."""
-    lines = [f"# {paper}, {scale} scale", "", "| # | claim | verdict | measured |",
-             "|---|---|---|---|"]
+def claims_markdown(paper: str, scale: str, claims: list[Claim],
+                    setting: Sequence[str] = ()) -> str:
+    """The claims table as Markdown, after a line with the setting (the user's ``KEY=VALUE``
+    settings over the preset's base, or that it is the preset's own)."""
+    where = ("the preset's base with " + " ".join(f"`{s}`" for s in setting) if setting
+             else "the preset's own")
+    lines = [f"# {paper}, {scale} scale", "", f"setting: {where}", "",
+             "| # | claim | verdict | measured |", "|---|---|---|---|"]
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
