@@ -174,8 +174,8 @@ def test_track_records_your_own_loop(tmp_path, capsys):
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n_active"] == \
         sum(int(m.sum()) for m in sp.masks.masks.values())
-    assert main(["report", "--root", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 0
-    assert "my loop" in (tmp_path / "r.html").read_text()
+    assert main(["report", "--root", str(tmp_path), "--out", str(tmp_path / "r")]) == 0
+    assert "my loop" in (tmp_path / "r" / "index.html").read_text()
 
 
 @pytest.mark.slow

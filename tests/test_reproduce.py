@@ -33,6 +33,21 @@ def test_smoke_presets(capsys, tmp_path, paper, numbers):
     assert "| # | claim | verdict | measured |" in md and "setting: the preset's own" in md
     report = outdir / "report" / "index.html"
     assert res["report"] == str(report) and report.stat().st_size > 1000
+    want = {"evci2019": ["figures/linear_paths.png", "figures/curves.png"],
+            "evci2022": ["figures/signal_propagation.png", "figures/gradient_norm_early.png",
+                         "figures/gradient_norm_early_vs_paper.png", "figures/paths_to_pruned.png",
+                         "figures/mask_update_change.png", "figures/disagreement_vs_paper.png",
+                         "tables/lottery_table.csv"],
+            "tessera2021": ["tables/correlations.csv", "tables/scsdc_pvalues.csv"]}[paper]
+    assert set(want) <= set(res["figures"])
+    for name in want:
+        assert name in md  # listed with its caption
+        if name.startswith("figures/"):
+            stem = (outdir / name).with_suffix("")
+            assert stem.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+            assert stem.with_suffix(".svg").stat().st_size > 0
+        else:
+            assert (outdir / name).with_suffix(".tex").read_text().count("\\toprule") == 1
     if paper == "evci2019":  # the measured barrier is the stored interpolation's barrier
         path = next((root / "analyses").glob("interpolate-*_*-*/result.json"))
         assert path.exists()

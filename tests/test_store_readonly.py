@@ -82,8 +82,8 @@ def test_read_only_commands_create_and_change_nothing(capsys, stored, tmp_path):
     code, out, err = cli(capsys, "sweep", "status", str(sweep), *r)
     assert code == 0 and "2 runs (2 done)" in out, err
     pytest.importorskip("jinja2")
-    code, out, err = cli(capsys, "report", "--out", str(tmp_path / "rep" / "r.html"), *r)
-    assert code == 0 and (tmp_path / "rep" / "r.html").is_file(), err
+    code, out, err = cli(capsys, "report", "--out", str(tmp_path / "rep"), *r)
+    assert code == 0 and (tmp_path / "rep" / "index.html").is_file(), err
     assert snapshot(copy) == before
 
 
@@ -158,7 +158,7 @@ def test_read_only_mount_can_be_read(stored, tmp_path):
             # the writable open of before fails there: the mount is really read-only
             f"! {_sf('run', '--no-progress', *r, '--set', 'seed=7')} 2> {q(str(out / 'w'))}"]
     if _has_jinja():
-        cmds.append(_sf("report", "--out", str(out / "r.html"), *r))
+        cmds.append(_sf("report", "--out", str(out / "rep"), *r))
     done = subprocess.run(_ro_script(copy, cmds), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert all(rid in (out / "list").read_text() for rid in rids)

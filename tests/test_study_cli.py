@@ -55,9 +55,9 @@ def test_scsdc_sweep_status_and_correlate(capsys, tmp_path):
     rows = json.loads(out)["rows"]
     assert {r["group"] for r in rows} == {"sparse", "dense"}
     assert all(r["n"] == 8 for r in rows)  # 8 sparse and 8 dense runs, all with flow measures
-    out_html = tmp_path / "rep" / "report.html"
-    code, out, err = cli(capsys, "report", "--sweep", str(f), "--out", str(out_html), "--root",
-                         root)
+    out_html = tmp_path / "rep" / "index.html"
+    code, out, err = cli(capsys, "report", "--sweep", str(f), "--out", str(out_html.parent),
+                         "--root", root)
     assert code == 0, err
     html = out_html.read_text()
     assert "SC-SDC" in html and "Gradient flow vs performance" in html

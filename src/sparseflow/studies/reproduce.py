@@ -33,6 +33,13 @@ from sparseflow.errors import UserError
 from sparseflow.factories import is_reference
 from sparseflow.store.database import Store
 from sparseflow.store.paths import store_path
+from sparseflow.studies.figures import (
+    PaperFigure,
+    draw_figures,
+    evci2019_figures,
+    evci2022_figures,
+    tessera2021_tables,
+)
 from sparseflow.studies.setting import (
     DATA_KEYS,
     MODEL_KEYS,
@@ -132,7 +139,7 @@ def _verdict(ok: bool | None) -> str:
 
 
 # -- Evci et al. 2022 ----------------------------------------------------------------------
-def _signal_claim(cfg: Config, setting: Setting, scale: str) -> Claim:
+def _signal_claim(cfg: Config, setting: Setting, scale: str, sink: list | None = None) -> Claim:
     """Claim 1 (signal propagation at init): on the paper's LeNet5 with 28x28 inputs for the
     preset's own setting; on the study's model, built as its runs build it (``arch.*``), with
     its dataset's input shape and classes when the setting changes the model or the data.
@@ -160,6 +167,8 @@ def _signal_claim(cfg: Config, setting: Setting, scale: str) -> Claim:
         model = cfg.model
         label = f"{cfg.model} ({cfg.dataset} inputs {'x'.join(map(str, data.input_shape))})"
     rows = signal_propagation(model, [0.0, 0.8, 0.9], ["dense", "sparse"], **kw)
+    if sink is not None:
+        sink.extend(rows)
     std = {(r["init"], r["sparsity"]): r["std_mean"] for r in rows}
     dense_ratio = std[("dense", 0.9)] / std[("dense", 0.0)]
     sparse_ratio = std[("sparse", 0.8)] / std[("sparse", 0.0)]
@@ -169,8 +178,8 @@ def _signal_claim(cfg: Config, setting: Setting, scale: str) -> Claim:
 
 
 def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
-             echo: Callable[[str], None], setting: Setting | None = None
-             ) -> tuple[list[Claim], list[str]]:
+             echo: Callable[[str], None], setting: Setting | None = None,
+             figures: list[PaperFigure] | None = None) -> tuple[list[Claim], list[str]]:
     """Claims 1-4: signal propagation, early gradient flow, mask updates, lottery tickets;
     ``setting``: the user's settings over the preset's base (``studies/setting.py``)."""
     from sparseflow.analysis.runs import compare_runs, interpolate_runs
@@ -184,7 +193,8 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
             for name, over in methods.items() for seed in
             (_seeds(scale) if name in ("scratch", "lottery") else [0])}
     _run_all(list(cfgs.values()), root, workers, progress, echo)
-    claims = [_signal_claim(cfgs[("scratch", 0)], setting, scale)]
+    signal_rows: list[Any] = []
+    claims = [_signal_claim(cfgs[("scratch", 0)], setting, scale, sink=signal_rows)]
     with Store(store_path(root)) as store:
         total = _summary(store, cfgs[("scratch", 0)])["steps"]
         early = max(25, total // 50)  # the first 2%: ~230 of the paper's 11,719 steps
@@ -225,19 +235,27 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
     dis = cmp["disagreement"][0]
     d_lt = statistics.mean(dis[1:1 + len(lts)])
     d_sc = statistics.mean(dis[1 + len(lts):])
-    b_lt = interpolate_runs(root, lts[0], pruned, alphas="0:1:11")["barrier"]
-    b_sc = interpolate_runs(root, scs[0], pruned, alphas="0:1:11")["barrier"]
+    p_lt = interpolate_runs(root, lts[0], pruned, alphas="0:1:11")
+    p_sc = interpolate_runs(root, scs[0], pruned, alphas="0:1:11")
+    b_lt, b_sc = p_lt["barrier"], p_sc["barrier"]
     claims.append(Claim(4, "A lottery ticket ends close to the pruning solution it came from: "
                         "same basin, low disagreement", _verdict(d_lt < d_sc and b_lt < b_sc),
                         f"disagreement with pruned: ticket {d_lt:.4f} vs scratch {d_sc:.4f}; "
                         f"linear barrier to pruned: ticket {b_lt:.3f} vs scratch {b_sc:.3f}"))
+    if figures is not None:
+        with Store(store_path(root), readonly=True) as store:
+            figures.extend(evci2022_figures(
+                store, {name: run_id(cfgs[(name, 0)]) for name in methods}, early=early,
+                early_means=g, signal_rows=signal_rows,
+                paths={"lottery -> pruned": p_lt, "scratch -> pruned": p_sc},
+                disagreement={"lottery": d_lt, "scratch": d_sc}))
     return claims, [pruned, *(run_id(c) for c in cfgs.values())]
 
 
 # -- Evci et al. 2019 -------------------------------------------------------------------------
 def evci2019(root: Path, scale: str, workers: int | None, progress: bool,
-             echo: Callable[[str], None], setting: Setting | None = None
-             ) -> tuple[list[Claim], list[str]]:
+             echo: Callable[[str], None], setting: Setting | None = None,
+             figures: list[PaperFigure] | None = None) -> tuple[list[Claim], list[str]]:
     """Claim 5: monotone path init -> pruned; scratch -> pruned barrier; dense curves remove
     it. ``setting``: the user's settings over the preset's base (``studies/setting.py``)."""
     from sparseflow.analysis.runs import curve_runs, interpolate_runs
@@ -266,6 +284,9 @@ def evci2019(root: Path, scale: str, workers: int | None, progress: bool,
     # sparse subspace, and (almost) none left on the curve through the dense space
     barrier = end_path["barrier"] > 0.1
     removed = over["dense"] < 0.1 and over["sparse"] > max(0.1, 0.25 * end_path["barrier"])
+    if figures is not None:
+        figures.extend(evci2019_figures(
+            {"scratch init -> pruned": init_path, "scratch -> pruned": end_path}, curves))
     return [
         Claim(5, "A linear path from init to the pruned solution decreases monotonically",
               _verdict(init_path["monotone"]), f"scratch init -> pruned: monotone "
@@ -301,8 +322,8 @@ def _tessera_sweep(scale: str, setting: Setting | None = None) -> Any:
 
 
 def tessera2021(root: Path, scale: str, workers: int | None, progress: bool,
-                echo: Callable[[str], None], setting: Setting | None = None
-                ) -> tuple[list[Claim], list[str]]:
+                echo: Callable[[str], None], setting: Setting | None = None,
+                figures: list[PaperFigure] | None = None) -> tuple[list[Claim], list[str]]:
     """Claims 6 and 7: EGF vs gradient norm correlations, BatchNorm in SC-SDC; ``setting``:
     the user's settings over the preset's base (``studies/setting.py``)."""
     from sparseflow.analysis.runs import correlate, scsdc_results
@@ -319,6 +340,8 @@ def tessera2021(root: Path, scale: str, workers: int | None, progress: bool,
     best_g = max(tau["||g||_1"], tau["||g||_2"])
     ok6 = None if best_egf != best_egf or best_g != best_g else best_egf > best_g
     rows = scsdc_results(root, sweep)["rows"]
+    if figures is not None:
+        figures.extend(tessera2021_tables(corr, rows))
     by_bn: dict[bool, list[float]] = {False: [], True: []}
     for r in rows:
         if r["mwu_p"] == r["mwu_p"]:
@@ -362,14 +385,22 @@ def reproduce(paper: str, scale: str, root: str | Path, *, overrides: Sequence[s
     setting = parse_setting(config_file, overrides)
     check_setting(setting, VARIED[paper], f"reproduce {paper}")
     root = Path(root)
-    claims, runs = PRESETS[paper](root, scale, workers, progress, echo, setting=setting)
+    figures: list[PaperFigure] = []
+    claims, runs = PRESETS[paper](root, scale, workers, progress, echo, setting=setting,
+                                  figures=figures)
     outdir = root / "reproduce" / (f"{paper}-{scale}"
                                    + (f"-{setting.digest}" if setting.pairs else ""))
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "claims.json").write_text(json.dumps(
         {"paper": paper, "scale": scale, "setting": setting.items,
          "claims": [asdict(c) for c in claims]}, indent=1))
-    (outdir / "claims.md").write_text(claims_markdown(paper, scale, claims, setting.items))
+    drawn = draw_figures(figures, outdir)
+    captions = {f"{kind}/{f.name}": f.caption for f in figures for kind in ("figures", "tables")}
+    (outdir / "claims.md").write_text(
+        claims_markdown(paper, scale, claims, setting.items)
+        + ("\n## Figures and tables\n\n" + "\n".join(
+            f"- [{captions.get(w.rsplit('.', 1)[0], w)}]({w})" for w in drawn) + "\n"
+           if drawn else ""))
     report = None
     title = f"{paper} ({scale} scale" + (f", {setting.describe()})" if setting.pairs else ")")
     try:
@@ -379,7 +410,8 @@ def reproduce(paper: str, scale: str, root: str | Path, *, overrides: Sequence[s
     except UserError:
         pass  # jinja2/matplotlib missing: the claims table is the result
     return {"paper": paper, "scale": scale, "setting": setting.items,
-            "claims": [asdict(c) for c in claims], "dir": str(outdir), "report": report}
+            "claims": [asdict(c) for c in claims], "dir": str(outdir), "report": report,
+            "figures": drawn}
 
 
 def claims_markdown(paper: str, scale: str, claims: list[Claim],
