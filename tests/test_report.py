@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
 import re
 import shutil
 import statistics
@@ -108,3 +109,21 @@ def test_report_bad_input(tmp_path, capsys):
     code = main(["report", "--root", str(tmp_path / "nothing")])
     err = capsys.readouterr().err
     assert code == 2 and "no run store" in err
+
+
+def test_report_touches_nothing_outside_its_folder(store_root, tmp_path):
+    root, _ = store_root
+
+    def snapshot(base):
+        return {str(p.relative_to(base)): (p.stat().st_size, p.stat().st_mtime_ns)
+                for p in base.rglob("*") if p.is_file()}
+
+    before_store, before_tmp = snapshot(root.parent), snapshot(tmp_path)
+    out = build_report(root, out=tmp_path / "deep" / "rep").parent
+    assert snapshot(root.parent) == before_store  # the store is only read
+    after = snapshot(tmp_path)
+    new = {k for k in after if k not in before_tmp}
+    assert new and all(k.startswith("deep/rep/") for k in new)
+    listed = json.loads((out / ".sparseflow-report.json").read_text())["files"]
+    assert sorted(listed) == sorted(k.removeprefix("deep/rep/") for k in new
+                                    if not k.endswith(".sparseflow-report.json"))
