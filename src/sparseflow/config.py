@@ -375,20 +375,26 @@ class Config:
                               "data.download=false)")
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """``{dotted key: value}`` of a YAML config file (``yaml.safe_load``; an empty file is
+    empty; renamed keys under their current names); a top level that is not a mapping is a
+    one-line ConfigError naming the file. Keys are checked by the caller."""
+    p = Path(path)
+    loaded = typed.read_yaml(p, "config file")
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: expected a mapping of config keys at the top level")
+    return {typed.canonical(Config, str(k)): v for k, v in typed.flatten(loaded).items()}
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> Config:
     """Config from an optional YAML file (``yaml.safe_load``) plus ``key=value`` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        loaded = typed.read_yaml(p, "config file")
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of config keys at the top level")
-        data = typed.unflatten({typed.canonical(Config, k): v
-                                for k, v in typed.flatten(loaded).items()})
+        data = typed.unflatten(read_config_file(path))
     pairs = dict(typed.parse_override(o) for o in overrides)
     renamed = typed.former_names(Config)
     for old, new in renamed.items():

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sparseflow import typed
-from sparseflow.config import Config
+from sparseflow.config import Config, read_config_file
 from sparseflow.errors import ConfigError
 
 #: base keys of a preset that describe its own dataset / model, dropped when the user
@@ -87,13 +87,7 @@ def parse_setting(config_file: str | Path | None = None,
     sources: dict[str, str] = {}
     if config_file is not None:
         p = Path(config_file)
-        loaded = typed.read_yaml(p, "config file")
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of config keys at the top level")
-        for key, value in typed.flatten(loaded).items():
-            key = typed.canonical(Config, str(key))
+        for key, value in read_config_file(p).items():
             if value is None and any(n.startswith(key + ".") for n in typed.leaf_names(Config)):
                 continue  # an empty section ("arch:"), as load_config reads it
             if not typed.is_field(Config, key):
