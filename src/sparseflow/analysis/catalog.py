@@ -26,17 +26,19 @@ COLUMNS = ("run_id", "name", "label", "status", "sparsity", "distribution", "dur
 
 
 def method_label(config: Mapping[str, Any]) -> str:
-    """What a run is, in words: ``scratch``, ``scratch+`` (sparsity-aware init), ``scratch
+    """What a run is, in words: ``scratch``, ``scratch+`` (sparsity-aware init), ``scratch+
     (pruned mask)``, ``lottery``, ``pruned``, ``RigL+``, ... (a method registered by a user
     keeps its own name)."""
     method = str(config.get("method", "?"))
     word = METHOD_WORDS.get(method, method)
     sparse = config.get("sparse") or {}
+    where = ""
     if method == "static" and sparse.get("mask", "random") != "random":
-        word = "scratch (pruned mask)" if sparse.get("mask") == "pruned" else "static (loaded mask)"
+        word, where = ("scratch", " (pruned mask)") if sparse.get("mask") == "pruned" else \
+            ("static", " (loaded mask)")
     if config.get("init") == "sparse":
         word += "+"
-    return word
+    return word + where
 
 
 def run_fields(run: Mapping[str, Any]) -> dict[str, Any]:
