@@ -273,9 +273,10 @@ def analysis_section(rep: Report, store: Store, runs: list[dict[str, Any]],
         words = []
         if "barrier" in res:
             words.append(f"barrier {fmt(res['barrier'])}")
-        if "monotone" in res:
-            words.append("loss falls all along the path" if res["monotone"] else
-                         "the loss rises somewhere along the path")
+        if "monotone" in res:  # "never increases from the first solution to the second"
+            words.append("the loss never rises going from the first to the second"
+                         if res["monotone"] else "the loss rises somewhere going from the first "
+                         "to the second")
         for k in ("max_loss", "linear_max_loss", "subspace"):
             if k in res:
                 words.append(f"{k.replace('_', ' ')} {fmt(res[k])}")
