@@ -11,6 +11,17 @@ torch.set_num_threads(1)
 os.environ.setdefault("SPARSEFLOW_THREADS_SET", "1")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_datasets():
+    """Each test reads its dataset files itself (a process keeps decoded datasets, and tests
+    change files, roots and environments between loads)."""
+    from sparseflow.data.registry import clear_dataset_cache
+
+    clear_dataset_cache()
+    yield
+    clear_dataset_cache()
+
+
 @pytest.fixture
 def root(tmp_path):
     """A fresh run-store root directory."""

@@ -411,3 +411,32 @@ def test_import_pulls_in_no_optional_dependency():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_dataset_is_decoded_once_per_process(monkeypatch):
+    """A sweep worker trains run after run on the same data: the files are decoded once."""
+    import functools
+
+    from sparseflow.data import registry
+
+    calls = []
+    original = registry._LOADERS["synthetic"]
+
+    @functools.wraps(original)
+    def counting(request, **kw):
+        calls.append(kw)
+        return original(request, **kw)
+
+    monkeypatch.setitem(registry._LOADERS, "synthetic", counting)
+    a = load_dataset("synthetic", heldout=64)
+    b = load_dataset("synthetic", heldout=64, heldout_seed=3)  # carved anew from the same data
+    assert len(calls) == 1 and a.x_test is b.x_test
+    assert not torch.equal(a.heldout[0][0], b.heldout[0][0])
+    load_dataset("synthetic", heldout=64, n_train=500)  # other options: another dataset
+    load_dataset("synthetic", heldout=32)  # another held-out total
+    assert len(calls) == 3
+    load_dataset("synthetic", heldout=64)  # evicted: two datasets are kept
+    assert len(calls) == 4
+    registry.clear_dataset_cache()
+    load_dataset("synthetic", heldout=32)
+    assert len(calls) == 5
