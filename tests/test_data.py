@@ -429,14 +429,14 @@ def test_a_dataset_is_decoded_once_per_process(monkeypatch):
 
     monkeypatch.setitem(registry._LOADERS, "synthetic", counting)
     a = load_dataset("synthetic", heldout=64)
-    b = load_dataset("synthetic", heldout=64, heldout_seed=3)  # carved anew from the same data
-    assert len(calls) == 1 and a.x_test is b.x_test
-    assert not torch.equal(a.heldout[0][0], b.heldout[0][0])
+    assert load_dataset("synthetic", heldout=64) is a and len(calls) == 1
+    b = load_dataset("synthetic", heldout=64, heldout_seed=3)  # another carve: read again
+    assert len(calls) == 2 and not torch.equal(a.heldout[0][0], b.heldout[0][0])
+    assert torch.equal(a.x_test, b.x_test)
     load_dataset("synthetic", heldout=64, n_train=500)  # other options: another dataset
-    load_dataset("synthetic", heldout=32)  # another held-out total
     assert len(calls) == 3
     load_dataset("synthetic", heldout=64)  # evicted: two datasets are kept
     assert len(calls) == 4
     registry.clear_dataset_cache()
-    load_dataset("synthetic", heldout=32)
+    load_dataset("synthetic", heldout=64, n_train=500)
     assert len(calls) == 5

@@ -347,38 +347,27 @@ def _own_dataset(ref: str, heldout: Sequence[int] | int, seed: int, augment: boo
                    augment=ds.augment if augment else None)
 
 
-#: the decoded datasets of this process, newest last (a sweep's worker trains run after run
-#: on the same data: decoding Fashion-MNIST took ~0.4 s of each run's ~0.5 s overhead)
-_SPLITS: OrderedDict[tuple[Any, ...], _Split] = OrderedDict()
-SPLIT_CACHE_SIZE = 2
+#: the datasets of this process, newest last (a sweep's worker trains run after run on the
+#: same data: decoding Fashion-MNIST and carving its held-out batches took ~0.5 s of each run)
+_LOADED: OrderedDict[tuple[Any, ...], Dataset] = OrderedDict()
+CACHE_SIZE = 2
 
 
-def _loaded_split(key: str, loader: Callable[..., _Split], request: _Request,
-                  kw: dict[str, Any]) -> _Split:
-    """``loader(request, **kw)``, decoded once per process for the same request (the files'
-    place, the download flag, the held-out total, the options, ``$SPARSEFLOW_DATA``): the
-    tensors are shared, never written in place by sparseflow (the held-out carve and the
-    batches index them into new tensors). At most ``SPLIT_CACHE_SIZE`` datasets are kept."""
-    try:
-        ident = (key, None if request.root is None else str(Path(request.root).resolve()),
-                 request.download, request.heldout_total, os.environ.get("SPARSEFLOW_DATA"),
-                 tuple(sorted((k, repr(v)) for k, v in kw.items())))
-    except (OSError, RuntimeError):
-        return loader(request, **kw)
-    split = _SPLITS.get(ident)
-    if split is None:
-        split = loader(request, **kw)
-        _SPLITS[ident] = split
-        while len(_SPLITS) > SPLIT_CACHE_SIZE:
-            _SPLITS.popitem(last=False)
+def _cached(ident: tuple[Any, ...], make: Callable[[], Dataset]) -> Dataset:
+    """``make()``, once per process for the same ``ident``; at most ``CACHE_SIZE`` kept."""
+    found = _LOADED.get(ident)
+    if found is None:
+        found = _LOADED[ident] = make()
+        while len(_LOADED) > CACHE_SIZE:
+            _LOADED.popitem(last=False)
     else:
-        _SPLITS.move_to_end(ident)
-    return split
+        _LOADED.move_to_end(ident)
+    return found
 
 
 def clear_dataset_cache() -> None:
-    """Forget the datasets decoded in this process (the next load reads the files again)."""
-    _SPLITS.clear()
+    """Forget the datasets loaded in this process (the next load reads the files again)."""
+    _LOADED.clear()
 
 
 def load_dataset(
@@ -411,7 +400,21 @@ def load_dataset(
     sizes = heldout_sizes(heldout)
     loader = _LOADERS[key]
     _check_options(key, loader, kw)
-    split = _loaded_split(key, loader, _Request(key, root, download, sum(sizes)), kw)
+    try:  # the same request in this process: the same (shared, never written) tensors
+        ident = (key, None if root is None else str(Path(root).resolve()), download,
+                 tuple(sizes), heldout_seed, augment, os.environ.get("SPARSEFLOW_DATA"),
+                 tuple(sorted((k, repr(v)) for k, v in kw.items())))
+    except (OSError, RuntimeError):
+        return _load(key, loader, root, download, sizes, heldout_seed, augment, kw)
+    return _cached(ident, lambda: _load(key, loader, root, download, sizes, heldout_seed,
+                                        augment, kw))
+
+
+def _load(key: str, loader: Callable[..., _Split], root: str | os.PathLike | None,
+          download: bool, sizes: Sequence[int], heldout_seed: int, augment: bool,
+          kw: dict[str, Any]) -> Dataset:
+    """Read, decode and carve dataset ``key`` (see :func:`load_dataset`)."""
+    split = loader(_Request(key, root, download, sum(sizes)), **kw)
     x_train, y_train, batches = carve_heldout(
         split.x_train, split.y_train, sizes, heldout_seed, key
     )
