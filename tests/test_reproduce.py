@@ -7,9 +7,9 @@ import json
 import pytest
 
 from sparseflow.cli import main
-from sparseflow.studies.reproduce import FAILED, HELD, UNMEASURABLE
+from sparseflow.studies.reproduce import FAILED, HELD, INCONCLUSIVE, UNMEASURABLE
 
-VERDICTS = {HELD, FAILED, UNMEASURABLE}
+VERDICTS = {HELD, FAILED, UNMEASURABLE, INCONCLUSIVE}
 
 
 @pytest.mark.slow
@@ -30,7 +30,12 @@ def test_smoke_presets(capsys, tmp_path, paper, numbers):
     assert (stored["paper"], stored["scale"], stored["setting"]) == (paper, "smoke", [])
     assert [c["verdict"] for c in stored["claims"]] == [c["verdict"] for c in res["claims"]]
     md = (outdir / "claims.md").read_text()
-    assert "| # | claim | verdict | measured |" in md and "setting: the preset's own" in md
+    assert "| # | claim | verdict | measured | effect [95% CI] (n) |" in md
+    assert "setting: the preset's own" in md
+    if paper == "evci2022":  # one seed per side at smoke scale: no interval, no verdict
+        claim4 = next(c for c in res["claims"] if c["number"] == 4)
+        assert claim4["verdict"] == INCONCLUSIVE and claim4["n"] == 1
+        assert claim4["effect"] is not None and "bootstrap" in claim4["rule"]
     report = outdir / "report" / "index.html"
     assert res["report"] == str(report) and report.stat().st_size > 1000
     want = {"evci2019": ["figures/linear_paths.png", "figures/curves.png"],

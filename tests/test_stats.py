@@ -50,3 +50,27 @@ def test_kendall_and_spearman_by_hand():
     assert r["spearman_rho"] == pytest.approx(1 - 6 * d2 / (5 * (25 - 1)))
     assert correlations(x, [-v for v in x])["kendall_tau"] == pytest.approx(-1)
     assert correlations([1.0, float("nan"), 2.0, 3.0], [1.0, 5.0, 2.0, 3.0])["n"] == 3
+
+
+def test_bootstrap_interval_of_a_difference_of_means():
+    from sparseflow.analysis.stats import bootstrap_diff_ci
+
+    a, b = [0.030, 0.026, 0.028, 0.031], [0.010, 0.008, 0.009, 0.012]
+    low, high = bootstrap_diff_ci(a, b, n_boot=4000, seed=1)
+    diff = sum(a) / 4 - sum(b) / 4
+    assert low < diff < high and low > 0  # clearly separated samples
+    assert bootstrap_diff_ci(a, b, n_boot=4000, seed=1) == (low, high)  # seeded
+    # resampled means stay within the samples' ranges: the interval too
+    assert low >= min(a) - max(b) and high <= max(a) - min(b)
+    same = bootstrap_diff_ci([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], n_boot=4000)
+    assert same[0] < 0 < same[1]
+    assert all(v != v for v in bootstrap_diff_ci([1.0], [2.0, 3.0]))  # one value: none
+
+
+def test_interval_verdicts():
+    from sparseflow.studies.reproduce import FAILED, HELD, INCONCLUSIVE, interval_verdict
+
+    assert interval_verdict(0.01, 0.02) == HELD
+    assert interval_verdict(-0.02, -0.01) == FAILED
+    assert interval_verdict(-0.01, 0.02) == INCONCLUSIVE
+    assert interval_verdict(float("nan"), float("nan")) == INCONCLUSIVE

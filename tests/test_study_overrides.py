@@ -14,10 +14,10 @@ from sparseflow.config import load_config, run_id
 from sparseflow.errors import ConfigError
 from sparseflow.store.database import Store
 from sparseflow.studies import reproduce as rep
-from sparseflow.studies.reproduce import FAILED, HELD, UNMEASURABLE
+from sparseflow.studies.reproduce import FAILED, HELD, INCONCLUSIVE, UNMEASURABLE
 from sparseflow.studies.setting import Setting, parse_setting, study_config
 
-VERDICTS = {HELD, FAILED, UNMEASURABLE}
+VERDICTS = {HELD, FAILED, UNMEASURABLE, INCONCLUSIVE}
 HERE = str(Path(__file__).resolve().parent)
 
 

@@ -101,6 +101,27 @@ def bootstrap_ci(values: Sequence[float], stat: Callable[..., Any] = np.mean,
     return (float(low), float(high))
 
 
+def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95,
+                      n_boot: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean(a) - mean(b)`` for two independent samples.
+
+    Each resample draws ``len(a)`` values of ``a`` and ``len(b)`` of ``b`` with replacement
+    (``numpy.random.default_rng(seed)``); the interval is the (1 - level)/2 and (1 + level)/2
+    quantiles of the difference of the resampled means. (NaN, NaN) with fewer than 2 values on
+    a side (one seed has no spread to resample).
+    """
+    _check_level(level)
+    xa = np.asarray([float(v) for v in a], dtype=np.float64)
+    xb = np.asarray([float(v) for v in b], dtype=np.float64)
+    if xa.size < 2 or xb.size < 2:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    ma = xa[rng.integers(0, xa.size, size=(n_boot, xa.size))].mean(axis=1)
+    mb = xb[rng.integers(0, xb.size, size=(n_boot, xb.size))].mean(axis=1)
+    low, high = np.quantile(ma - mb, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return (float(low), float(high))
+
+
 def one_sided_tests(sparse: Sequence[float], dense: Sequence[float]) -> dict[str, float]:
     """p-values of H1: mean/median of ``sparse`` > ``dense`` (Welch t and Mann-Whitney U).
 

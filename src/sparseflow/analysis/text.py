@@ -123,6 +123,12 @@ def claims_text(res: Mapping[str, Any]) -> str:
     for c in res["claims"]:
         lines += [f"claim {c['number']}: {c['verdict'].upper()}: {c['text']}",
                   f"    {c['measured']}"]
+        if c.get("effect") is not None:
+            low, high = c.get("ci_low"), c.get("ci_high")
+            ci = (f"95% CI [{low:+.4g}, {high:+.4g}]" if low is not None and high is not None
+                  and low == low and high == high else "no interval")
+            lines.append(f"    effect {c['effect']:+.4g}, {ci}, n={c.get('n')}; "
+                         f"{c.get('rule', '')}")
     lines.append(f"written to {res['dir']}" + (f"; report {res['report']}" if res["report"]
                                                else ""))
     return "\n".join(lines)

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sparseflow.analysis.stats import bootstrap_diff_ci
 from sparseflow.config import Config, run_id
 from sparseflow.errors import UserError
 from sparseflow.factories import is_reference
@@ -54,6 +55,7 @@ from sparseflow.studies.setting import (
 PAPERS = ("evci2022", "tessera2021", "evci2019")
 SCALES = ("smoke", "cpu", "paper")
 HELD, FAILED, UNMEASURABLE = "held", "did not hold", "not measurable at this scale"
+INCONCLUSIVE = "inconclusive"
 
 
 @dataclass
@@ -64,6 +66,24 @@ class Claim:
     text: str
     verdict: str
     measured: str
+    effect: float | None = None  # in the claim's direction: > 0 supports it
+    ci_low: float | None = None  # its 95% interval
+    ci_high: float | None = None
+    n: int | None = None  # seeds (per side) the interval is over
+    rule: str = ""  # how the interval became the verdict
+
+
+def _finite(v: float) -> float | None:
+    """``v``, or None for NaN / infinity (claims.json stays plain JSON)."""
+    return v if v == v and abs(v) != float("inf") else None
+
+
+def interval_verdict(low: float, high: float) -> str:
+    """held when the interval of an effect (> 0 supports the claim) lies above 0, did not hold
+    when it lies below 0, inconclusive when it spans 0 or is undefined (one seed)."""
+    if not (low == low and high == high):
+        return INCONCLUSIVE
+    return HELD if low > 0 else (FAILED if high < 0 else INCONCLUSIVE)
 
 
 # -- settings per paper and scale ------------------------------------------------------------
@@ -233,15 +253,26 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
     scs = [run_id(cfgs[("scratch", s)]) for s in _seeds(scale)]
     cmp = compare_runs(root, [pruned, *lts, *scs])
     dis = cmp["disagreement"][0]
-    d_lt = statistics.mean(dis[1:1 + len(lts)])
-    d_sc = statistics.mean(dis[1 + len(lts):])
+    dis_lt, dis_sc = dis[1:1 + len(lts)], dis[1 + len(lts):]
+    d_lt, d_sc = statistics.mean(dis_lt), statistics.mean(dis_sc)
+    gap_low, gap_high = bootstrap_diff_ci(dis_sc, dis_lt)
     p_lt = interpolate_runs(root, lts[0], pruned, alphas="0:1:11")
     p_sc = interpolate_runs(root, scs[0], pruned, alphas="0:1:11")
     b_lt, b_sc = p_lt["barrier"], p_sc["barrier"]
+    verdict4 = interval_verdict(gap_low, gap_high)
+    if verdict4 == HELD and not b_lt < b_sc:
+        verdict4 = FAILED
     claims.append(Claim(4, "A lottery ticket ends close to the pruning solution it came from: "
-                        "same basin, low disagreement", _verdict(d_lt < d_sc and b_lt < b_sc),
+                        "same basin, low disagreement", verdict4,
                         f"disagreement with pruned: ticket {d_lt:.4f} vs scratch {d_sc:.4f}; "
-                        f"linear barrier to pruned: ticket {b_lt:.3f} vs scratch {b_sc:.3f}"))
+                        f"linear barrier to pruned: ticket {b_lt:.3f} vs scratch {b_sc:.3f}",
+                        effect=d_sc - d_lt, ci_low=_finite(gap_low),
+                        ci_high=_finite(gap_high), n=len(lts),
+                        rule="effect = disagreement(scratch) - disagreement(ticket) with pruned, "
+                        "95% bootstrap interval over seeds: held when it lies above 0 and the "
+                        "ticket's linear barrier to pruned is below scratch's; did not hold "
+                        "when it lies below 0 or the barriers are the other way; inconclusive "
+                        "when it spans 0 or there is one seed per side"))
     if figures is not None:
         with Store(store_path(root), readonly=True) as store:
             figures.extend(evci2022_figures(
@@ -421,10 +452,23 @@ def claims_markdown(paper: str, scale: str, claims: list[Claim],
     where = ("the preset's base with " + " ".join(f"`{s}`" for s in setting) if setting
              else "the preset's own")
     lines = [f"# {paper}, {scale} scale", "", f"setting: {where}", "",
-             "| # | claim | verdict | measured |", "|---|---|---|---|"]
+             "| # | claim | verdict | measured | effect [95% CI] (n) |",
+             "|---|---|---|---|---|"]
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
-    lines += [f"| {c.number} | {cell(c.text)} | {c.verdict} | {cell(c.measured)} |"
-              for c in claims]
-    return "\n".join(lines) + "\n"
+    lines += [f"| {c.number} | {cell(c.text)} | {c.verdict} | {cell(c.measured)} | "
+              f"{effect_text(c.effect, c.ci_low, c.ci_high, c.n)} |" for c in claims]
+    rules = [f"- claim {c.number}: {c.rule}" for c in claims if c.rule]
+    return "\n".join(lines + (["", "Verdict rules:", *rules] if rules else [])) + "\n"
+
+
+def effect_text(effect: float | None, low: float | None, high: float | None,
+                n: int | None) -> str:
+    """``+0.0193 [+0.0110, +0.0280] (n=3)``; ``-`` without an effect; ``no interval`` with
+    one seed."""
+    if effect is None:
+        return "-"
+    if low is None or high is None or low != low or high != high:
+        return f"{effect:+.4g} (no interval: n={n})"
+    return f"{effect:+.4g} [{low:+.4g}, {high:+.4g}] (n={n})"
