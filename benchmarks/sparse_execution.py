@@ -296,23 +296,11 @@ def crossover(args: argparse.Namespace) -> None:
 
 
 # -- shared training helpers ------------------------------------------------------------------
-class Batches:
-    """Real batches of one shuffled copy of the training set, reshuffled every epoch."""
+def Batches(x: torch.Tensor, y: torch.Tensor, seed: int) -> Any:  # noqa: N802 - a class
+    """The shuffled-batch cursor of benchmarks/masking.py (one implementation for both)."""
+    from masking import Batches as Shuffled
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, seed: int, batch: int = BATCH) -> None:
-        self.x, self.y, self.seed, self.batch = x, y, seed, batch
-        self.n = len(x) // batch
-        self.epoch, self.pos, self.order = -1, self.n, []
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.pos == self.n:
-            self.epoch += 1
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            self.order = torch.randperm(self.n, generator=g).tolist()
-            self.pos = 0
-        i = self.order[self.pos] * self.batch
-        self.pos += 1
-        return self.x[i : i + self.batch], self.y[i : i + self.batch]
+    return Shuffled(x, y, seed=seed)
 
 
 @dataclass
