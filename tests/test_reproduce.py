@@ -36,6 +36,9 @@ def test_smoke_presets(capsys, tmp_path, paper, numbers):
         claim4 = next(c for c in res["claims"] if c["number"] == 4)
         assert claim4["verdict"] == INCONCLUSIVE and claim4["n"] == 1
         assert claim4["effect"] is not None and "bootstrap" in claim4["rule"]
+        for c in (c for c in res["claims"] if c["number"] == 2):
+            assert c["n"] == 1 and "/ that of" in c["rule"]
+            assert c["verdict"] in (INCONCLUSIVE, UNMEASURABLE)
     report = outdir / "report" / "index.html"
     assert res["report"] == str(report) and report.stat().st_size > 1000
     want = {"evci2019": ["figures/linear_paths.png", "figures/curves.png"],

@@ -74,3 +74,15 @@ def test_interval_verdicts():
     assert interval_verdict(-0.02, -0.01) == FAILED
     assert interval_verdict(-0.01, 0.02) == INCONCLUSIVE
     assert interval_verdict(float("nan"), float("nan")) == INCONCLUSIVE
+    assert interval_verdict(0.1, 0.3, 0.5, below=True) == HELD
+    assert interval_verdict(0.6, 0.9, 0.5, below=True) == FAILED
+    assert interval_verdict(0.3, 0.7, 0.5, below=True) == INCONCLUSIVE
+
+
+def test_bootstrap_interval_of_a_ratio_of_means():
+    from sparseflow.analysis.stats import bootstrap_ratio_ci
+
+    low, high = bootstrap_ratio_ci([0.05, 0.04, 0.06], [1.0, 1.2, 0.9], n_boot=4000)
+    assert low < 0.05 / (3.1 / 3) < high < 0.5  # far below: the whole interval under 0.5
+    assert low >= 0.04 / 1.2 and high <= 0.06 / 0.9  # bounded by the samples' extremes
+    assert all(v != v for v in bootstrap_ratio_ci([0.05], [1.0, 2.0]))

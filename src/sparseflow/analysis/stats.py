@@ -101,6 +101,20 @@ def bootstrap_ci(values: Sequence[float], stat: Callable[..., Any] = np.mean,
     return (float(low), float(high))
 
 
+def _resampled_means(a: Sequence[float], b: Sequence[float], level: float, n_boot: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Means of ``n_boot`` with-replacement resamples of each of two samples (None with fewer
+    than 2 values on a side)."""
+    _check_level(level)
+    xa = np.asarray([float(v) for v in a], dtype=np.float64)
+    xb = np.asarray([float(v) for v in b], dtype=np.float64)
+    if xa.size < 2 or xb.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    return (xa[rng.integers(0, xa.size, size=(n_boot, xa.size))].mean(axis=1),
+            xb[rng.integers(0, xb.size, size=(n_boot, xb.size))].mean(axis=1))
+
+
 def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95,
                       n_boot: int = 10000, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap interval of ``mean(a) - mean(b)`` for two independent samples.
@@ -110,15 +124,23 @@ def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], level: float = 0.9
     quantiles of the difference of the resampled means. (NaN, NaN) with fewer than 2 values on
     a side (one seed has no spread to resample).
     """
-    _check_level(level)
-    xa = np.asarray([float(v) for v in a], dtype=np.float64)
-    xb = np.asarray([float(v) for v in b], dtype=np.float64)
-    if xa.size < 2 or xb.size < 2:
+    means = _resampled_means(a, b, level, n_boot, seed)
+    if means is None:
         return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    ma = xa[rng.integers(0, xa.size, size=(n_boot, xa.size))].mean(axis=1)
-    mb = xb[rng.integers(0, xb.size, size=(n_boot, xb.size))].mean(axis=1)
-    low, high = np.quantile(ma - mb, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    low, high = np.quantile(means[0] - means[1], [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return (float(low), float(high))
+
+
+def bootstrap_ratio_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95,
+                       n_boot: int = 10000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean(a) / mean(b)`` (resampled as in
+    :func:`bootstrap_diff_ci`); (NaN, NaN) with fewer than 2 values on a side."""
+    means = _resampled_means(a, b, level, n_boot, seed)
+    if means is None:
+        return (math.nan, math.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = means[0] / means[1]
+    low, high = np.quantile(ratio, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
     return (float(low), float(high))
 
 
