@@ -337,7 +337,9 @@ class SparseExecution:
                 self._refill(module, slot)  # back from a dense block: same pattern, same slot
             else:
                 self._move(name, module.hold_values_(pattern), pattern.index)
-        self.masks.exempt = {n for n, m in self.modules.items() if m.is_sparse}
+        held = {n for n, m in self.modules.items() if m.is_sparse}
+        if held != self.masks.exempt:  # settled at every step: usually nothing to tell
+            self.masks.exempt = held
 
     @staticmethod
     def _refill(module: CSRLinear, values: torch.Tensor) -> None:
