@@ -41,13 +41,19 @@ class Endpoint:
         return f"{self.run_id[:8]}@{self.step}"
 
 
-def _rebuild(cfg: Config, state: dict[str, Any], data: Any) -> nn.Module:
+def model_widths(cfg: Config, data: Any) -> list[int] | None:
+    """The hidden widths the run's model was built with: the narrowed ones of a method that
+    narrows the model (small dense), else None (the config's own)."""
     from sparseflow.methods.registry import method_spec
-    from sparseflow.training.run import make_model
     from sparseflow.training.sparsifier import small_dense_widths
 
-    widths = small_dense_widths(cfg, data) if method_spec(cfg.method).narrows_model else None
-    model = make_model(cfg, data, widths)
+    return small_dense_widths(cfg, data) if method_spec(cfg.method).narrows_model else None
+
+
+def _rebuild(cfg: Config, state: dict[str, Any], data: Any) -> nn.Module:
+    from sparseflow.training.run import make_model
+
+    model = make_model(cfg, data, model_widths(cfg, data))
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:

@@ -127,15 +127,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from sparseflow.analysis.endpoints import dataset_for, resolve_endpoint
-    from sparseflow.methods.registry import method_spec
+    from sparseflow.analysis.endpoints import dataset_for, model_widths, resolve_endpoint
     from sparseflow.store.sparse_model import (
         check_writable,
         info_text,
         model_architecture,
         save_sparse_model,
     )
-    from sparseflow.training.sparsifier import small_dense_widths
 
     if args.step is not None and "@" in args.run_id:
         raise UserError(f"RUN: {args.run_id!r} names a step already; drop --step or the @STEP")
@@ -146,7 +144,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     with _open_store(args.root, readonly=True) as store:
         ep = resolve_endpoint(spec, store, cache)
     cfg, data = ep.config, dataset_for(ep.config, cache)
-    widths = small_dense_widths(cfg, data) if method_spec(cfg.method).narrows_model else None
+    widths = model_widths(cfg, data)
     info = save_sparse_model(
         ep.model, args.out or f"{ep.run_id}-step{ep.step}.sparse.pt",
         arch=model_architecture(cfg, data.input_shape, data.num_classes, widths),
