@@ -304,6 +304,18 @@ def _legend(fig: Any, ax: Any, handles: list[Any], labels: list[str], *, force: 
     return fig.legend(handles, labels, loc="outside lower center", ncols=ncols)
 
 
+def _finish(fig: Any, ax: Any, target: str | Path, *, xlabel: str, ylabel: str, title: str,
+            width: float, handles: list[Any], labels: list[str], force: bool = False) -> Any:
+    """Axis labels, the title wrapped to ``width``, the legend outside the data
+    (:func:`_legend`), the file(s) of ``target``; returns the Figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(_wrap(title, width))
+    _legend(fig, ax, handles, labels, force=force)
+    _write(fig, target)
+    return fig
+
+
 def _wrap(title: str, width: float) -> str:
     """The title broken into lines that fit ``width`` inches at the title size."""
     return textwrap.fill(title, max(20, int(width * 72 / (0.5 * float(STYLE["axes.titlesize"])))))
@@ -399,9 +411,6 @@ def _series_figure(series: Mapping[str, Series], target: str | Path, *, xlabel: 
         ax.set_yscale("log", nonpositive="mask")
     elif yscale != "linear":
         raise ValueError(f"yscale must be linear or log, got {yscale!r}")
-    ax.set_xlabel(_x_label(xlabel, dropped))
-    ax.set_ylabel(ylabel)
-    ax.set_title(_wrap(title, width))
     labels = list(handles)
     if events:
         from matplotlib.lines import Line2D
@@ -412,12 +421,12 @@ def _series_figure(series: Mapping[str, Series], target: str | Path, *, xlabel: 
                 handles[lb] = Line2D([], [], linestyle="none", marker=st["marker"],
                                      color=st["color"])
                 labels.append(lb)
+    shown = [handles[lb] for lb in labels]
+    if events:  # the legend also says what open and filled markers mean
         proxies, words = _event_proxies()
-        _legend(fig, ax, [handles[lb] for lb in labels] + proxies, labels + words, force=True)
-    else:
-        _legend(fig, ax, [handles[lb] for lb in labels], labels)
-    _write(fig, target)
-    return fig
+        shown, labels = shown + proxies, labels + words
+    return _finish(fig, ax, target, xlabel=_x_label(xlabel, dropped), ylabel=ylabel, title=title,
+                   width=width, handles=shown, labels=labels, force=bool(events))
 
 
 # -- the figures ---------------------------------------------------------------------------------
@@ -484,13 +493,9 @@ def plot_errorbars(groups: Mapping[str, Series], path: str | Path, *, xlabel: st
             _shifted(x[keep], off, tr), y[keep], yerr=yerr, color=st["color"],
             marker=st["marker"], linestyle=st["linestyle"] if connect else "none",
             linewidth=0.9, elinewidth=0.8, markersize=4))
-    ax.set_xlabel(_x_label(xlabel, any(not _keep(_arr(s.x), xscale).all()
-                                       for s in groups.values())))
-    ax.set_ylabel(ylabel)
-    ax.set_title(_wrap(title, width))
-    _legend(fig, ax, handles, list(groups))
-    _write(fig, path)
-    return fig
+    dropped = any(not _keep(_arr(s.x), xscale).all() for s in groups.values())
+    return _finish(fig, ax, path, xlabel=_x_label(xlabel, dropped), ylabel=ylabel, title=title,
+                   width=width, handles=handles, labels=list(groups))
 
 
 @_styled
@@ -527,12 +532,8 @@ def plot_event_changes(deltas: Mapping[str, tuple[Sequence[float], Sequence[floa
                        gid="events", zorder=3)
         handles.append(h)
     ax.autoscale_view()
-    ax.set_xlabel(_x_label(xlabel, dropped))
-    ax.set_ylabel(ylabel)
-    ax.set_title(_wrap(title, width))
-    _legend(fig, ax, handles, list(deltas))
-    _write(fig, path)
-    return fig
+    return _finish(fig, ax, path, xlabel=_x_label(xlabel, dropped), ylabel=ylabel, title=title,
+                   width=width, handles=handles, labels=list(deltas))
 
 
 @_styled
@@ -592,17 +593,13 @@ def plot_paper_values(ours: Mapping[str, float], paper: Mapping[str, float],
     ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 3 else 0,
                   ha="right" if len(labels) > 3 else "center")
     ax.set_xlim(-0.6, len(labels) - 0.4)
-    ax.set_xlabel("method")
-    ax.set_ylabel(ylabel)
-    ax.set_title(_wrap(title, width))
     from matplotlib.lines import Line2D
 
     proxies = [Line2D([], [], linestyle="none", marker="o", color="#555555"),
                Line2D([], [], linestyle="none", marker="o", color="#555555",
                       markerfacecolor="white")]
-    _legend(fig, ax, proxies, ["this run", "paper (reported)"], force=True)
-    _write(fig, path)
-    return fig
+    return _finish(fig, ax, path, xlabel="method", ylabel=ylabel, title=title, width=width,
+                   handles=proxies, labels=["this run", "paper (reported)"], force=True)
 
 
 @_styled

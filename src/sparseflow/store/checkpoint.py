@@ -184,16 +184,25 @@ def load_plain(data: bytes, path: Path, map_location: str | torch.device = "cpu"
         raise error(f"{path}: {what} ({type(e).__name__})") from None
 
 
+def read_bytes(path: Path, noun: str = "checkpoint", error: type[UserError] | None = None
+               ) -> bytes:
+    """The bytes of the file ``path``; a missing or unreadable one is one line
+    ``error(f"{path}: {noun} not found")`` / ``"cannot read {noun} (why)"`` (default
+    CheckpointError)."""
+    error = error or CheckpointError
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise error(f"{path}: {noun} not found") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read {noun} ({_cause(e)})") from None
+
+
 def verified_bytes(path: str | Path) -> bytes:
     """The torch payload of the checkpoint at ``path`` after its checksum matched (sidecar, or
     the header of an old-format file); a CheckpointError otherwise."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint not found") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({_cause(e)})") from None
+    data = read_bytes(path)
     if data.startswith(MAGIC):  # the old format: the checksum is in the header
         if len(data) < _HEADER:
             raise CheckpointError(f"{path}: checkpoint is corrupt or truncated (short header)")

@@ -46,7 +46,7 @@ from sparseflow.models.registry import build_model, with_widths
 from sparseflow.sparsity.checks import check_masks
 from sparseflow.sparsity.csr import CSRPattern
 from sparseflow.sparsity.execution import CSRLinear, linear_layers
-from sparseflow.store.checkpoint import load_plain, write_synced
+from sparseflow.store.checkpoint import load_plain, read_bytes, write_synced
 
 FORMAT = "sparseflow-sparse-model"
 VERSION = 1
@@ -241,13 +241,7 @@ def save_sparse_model(model: nn.Module, path: str | Path, *, arch: Mapping[str, 
 # -- reading --------------------------------------------------------------------------------
 def _read(path: str | Path) -> tuple[Path, dict[str, Any]]:
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SparseModelError(f"{path}: file not found") from None
-    except OSError as e:
-        raise SparseModelError(f"{path}: cannot read ({e.strerror or type(e).__name__})"
-                               ) from None
+    data = read_bytes(path, "sparse model file", SparseModelError)
     obj = load_plain(data, path, error=SparseModelError, what="not a sparse model file")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise SparseModelError(f"{path}: not a sparse model file (no {FORMAT!r} format tag)")
