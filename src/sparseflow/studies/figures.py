@@ -63,6 +63,21 @@ def _steps(store: Store, rid: str, metric: str, until: float = float("inf")
     return [float(s) for s, _ in pts], [float(v) for _, v in pts]
 
 
+def _paths_figure(paths: Mapping[str, Mapping[str, Any]], name: str, caption: str,
+                  start: str) -> list[PaperFigure]:
+    """The loss along linear paths to the pruning solution (interpolation results by label,
+    on the split they were measured on), one curve each; none without paths."""
+    from sparseflow.plots import Series, plot_series
+
+    lines = {label: Series(res["alphas"], res["loss"]) for label, res in paths.items()}
+    if not lines:
+        return []
+    split = str(next(iter(paths.values())).get("split", "train"))
+    return [PaperFigure(name, f"{caption} ({split} set)", lambda p: plot_series(
+        lines, p, xlabel=f"interpolation coefficient (0 = {start}, 1 = pruned)",
+        ylabel=f"{split} loss", title="Linear paths to the pruning solution"))]
+
+
 def evci2022_figures(store: Store, runs: Mapping[str, str], *, early: int,
                      early_means: Mapping[str, float], signal_rows: Sequence[Mapping],
                      paths: Mapping[str, Mapping[str, Any]],
@@ -115,13 +130,8 @@ def evci2022_figures(store: Store, runs: Mapping[str, str], *, early: int,
             "Figure 5)", lambda p: plot_event_changes(
                 deltas, p, ylabel="change of ||g||_2 (after - before)",
                 title="Gradient norm change at mask updates")))
-    lines = {label: Series(res["alphas"], res["loss"]) for label, res in paths.items()}
-    if lines:
-        out.append(PaperFigure(
-            "paths_to_pruned", "Test loss on the straight line from each solution to the "
-            "pruning solution (paper Figure 6)", lambda p: plot_series(
-                lines, p, xlabel="interpolation coefficient (0 = the solution, 1 = pruned)",
-                ylabel="test loss", title="Linear paths to the pruning solution")))
+    out += _paths_figure(paths, "paths_to_pruned", "Loss on the straight line from each "
+                         "solution to the pruning solution (paper Figure 6)", "the solution")
     if disagreement:
         out.append(PaperFigure(
             "disagreement_vs_paper", "Test disagreement with the pruning solution: this run "
@@ -145,14 +155,8 @@ def evci2019_figures(paths: Mapping[str, Mapping[str, Any]],
     the straight line."""
     from sparseflow.plots import Series, plot_series
 
-    out: list[PaperFigure] = []
-    lines = {label: Series(res["alphas"], res["loss"]) for label, res in paths.items()}
-    if lines:
-        out.append(PaperFigure(
-            "linear_paths", "Test loss along straight lines to the pruning solution (paper "
-            "Figure 2)", lambda p: plot_series(
-                lines, p, xlabel="interpolation coefficient (0 = start, 1 = pruned)",
-                ylabel="loss", title="Linear paths to the pruning solution")))
+    out = _paths_figure(paths, "linear_paths", "Loss along straight lines to the pruning "
+                        "solution (paper Figure 2)", "start")
     if curves:
         series = {f"Bezier, {sub} space": Series(c["ts"], c["loss"]) for sub, c in curves.items()}
         first = next(iter(curves.values()))
