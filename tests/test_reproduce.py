@@ -7,7 +7,7 @@ import json
 import pytest
 
 from sparseflow.cli import main
-from sparseflow.studies.reproduce import FAILED, HELD, INCONCLUSIVE, UNMEASURABLE
+from sparseflow.studies.claims import FAILED, HELD, INCONCLUSIVE, UNMEASURABLE
 
 VERDICTS = {HELD, FAILED, UNMEASURABLE, INCONCLUSIVE}
 

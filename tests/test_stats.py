@@ -68,7 +68,7 @@ def test_bootstrap_interval_of_a_difference_of_means():
 
 
 def test_interval_verdicts():
-    from sparseflow.studies.reproduce import FAILED, HELD, INCONCLUSIVE, interval_verdict
+    from sparseflow.studies.claims import FAILED, HELD, INCONCLUSIVE, interval_verdict
 
     assert interval_verdict(0.01, 0.02) == HELD
     assert interval_verdict(-0.02, -0.01) == FAILED

@@ -13,8 +13,10 @@ from sparseflow.cli import main
 from sparseflow.config import load_config, run_id
 from sparseflow.errors import ConfigError
 from sparseflow.store.database import Store
+from sparseflow.studies import evci2022 as ev22
 from sparseflow.studies import reproduce as rep
-from sparseflow.studies.reproduce import FAILED, HELD, INCONCLUSIVE, UNMEASURABLE
+from sparseflow.studies import tessera2021 as t21
+from sparseflow.studies.claims import FAILED, HELD, INCONCLUSIVE, UNMEASURABLE
 from sparseflow.studies.setting import Setting, parse_setting, study_config
 
 VERDICTS = {HELD, FAILED, UNMEASURABLE, INCONCLUSIVE}
@@ -37,8 +39,8 @@ def _stored(root):
 # -- without training ---------------------------------------------------------------------------
 def test_preset_run_ids_do_not_change_without_a_setting():
     for scale in rep.SCALES:
-        base = rep._evci2022_base(scale)
-        for over in rep.EVCI2022_METHODS.values():
+        base = ev22.base_settings(scale)
+        for over in ev22.METHODS.values():
             old = load_config(None, [*base, *over, "seed=1"])
             assert run_id(study_config(base, Setting(), [*over, "seed=1"])) == run_id(old)
 
@@ -65,7 +67,7 @@ def test_setting_parses_like_run_and_goes_between_base_and_variation(tmp_path):
 
 def test_a_new_dataset_drops_the_presets_augmentation():
     """evci2022 at paper scale augments CIFAR-10; on digits (no augmentation) it does not."""
-    base = rep._evci2022_base("paper")
+    base = ev22.base_settings("paper")
     cfg = study_config(base, parse_setting(None, ["dataset=digits"]), ["method=static"])
     assert cfg.dataset == "digits" and not cfg.data.augment and cfg.model == "vgg16"
 
@@ -74,11 +76,11 @@ def test_tessera_sweep_follows_the_setting():
     from sparseflow.sweep.spec import expand
 
     setting = parse_setting(None, ["dataset=digits", "train.duration=2it"])
-    sweep = rep._tessera_sweep("smoke", setting)
+    sweep = t21.preset_sweep("smoke", setting)
     assert sweep.name == f"tessera2021-smoke-{setting.digest}"
     cfgs = expand(sweep)
     assert cfgs and all(c.dataset == "digits" and c.train.duration == "2it" for c in cfgs)
-    assert rep._tessera_sweep("smoke").name == "tessera2021-smoke"
+    assert t21.preset_sweep("smoke").name == "tessera2021-smoke"
 
 
 @pytest.mark.parametrize("argv, key", [

@@ -1,6 +1,7 @@
 """The papers' figures, redrawn from a reproduction beside the values the papers report.
 
-Each preset of :mod:`sparseflow.studies.reproduce` hands its measurements to the builders here;
+Each preset (``studies/evci2022.py``, ``evci2019.py``, ``tessera2021.py``) hands its measurements
+to the builders here;
 :func:`draw_figures` writes every figure as PDF, SVG and 300-dpi PNG and every table as CSV and
 LaTeX into ``ROOT/reproduce/PAPER-SCALE/{figures,tables}``. Paper values are those stated in
 docs/science.md section 7 (the papers' own setting: LeNet5 on MNIST at 95% sparsity for Evci et

@@ -1,0 +1,213 @@
+"""Evci et al. 2022 (claims 1-4 of docs/science.md section 7): signal propagation at init, early
+gradient flow of scratch, scratch+, small dense, RigL+ and the lottery ticket, the change of the
+gradient norm at mask updates, and lottery tickets re-learning the pruning solution."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sparseflow.analysis.stats import bootstrap_diff_ci, bootstrap_ratio_ci
+from sparseflow.config import Config, run_id
+from sparseflow.factories import is_reference
+from sparseflow.store.database import Store
+from sparseflow.store.paths import store_path
+from sparseflow.studies.claims import (
+    FAILED,
+    HELD,
+    UNMEASURABLE,
+    Claim,
+    early_mean,
+    finished_summary,
+    finite,
+    interval_verdict,
+    run_all,
+    seeds_for,
+    verdict,
+)
+from sparseflow.studies.figures import PaperFigure, evci2022_figures
+from sparseflow.studies.setting import (
+    DATA_KEYS,
+    MODEL_KEYS,
+    Setting,
+    base_pairs,
+    study_config,
+    varied_keys,
+)
+
+
+def base_settings(scale: str) -> list[str]:
+    """The settings every run of the preset shares at ``scale``."""
+    common = ["sparsity=0.95", "distribution=uniform", "arch.init=glorot", "optim.l2=5e-4",
+              "sparse.update_every=100", "sparse.drop_schedule=lr", "sparse.update_end=1.0",
+              "flow.around_updates=1"]
+    if scale == "smoke":
+        return common + ["model=lenet300", "train.duration=1ep", "flow.every=25",
+                         "sparse.update_every=50", "optim.lr=0.05"]
+    if scale == "cpu":
+        return common + ["model=lenet5", "train.duration=10ep", "flow.every=50",
+                         "optim.lr=0.05"]
+    return common + ["dataset=cifar10", "model=vgg16", "train.duration=160ep", "optim.lr=0.1",
+                     "flow.every=200", "data.augment=true"]
+
+
+#: the runs of the study: name -> the settings over the base
+METHODS = {
+    "scratch": ["method=static", "sparse.mask=pruned"],
+    "scratch+": ["method=static", "sparse.mask=pruned", "init=sparse"],
+    "small dense": ["method=small_dense"],
+    "rigl+": ["method=rigl", "init=sparse", "sparse.grow_batch=heldout"],
+    "set+": ["method=set", "init=sparse"],
+    "rigl inverted+": ["method=rigl_inverted", "init=sparse", "sparse.grow_batch=heldout"],
+    "lottery": ["method=lottery"],
+}
+
+
+#: evci2022 runs trained on every seed: the ones claims 2 and 4 compare over seeds
+SEEDED = ("scratch", "scratch+", "small dense", "rigl+", "lottery")
+
+
+
+#: the keys the study varies itself (a setting of one is refused) and why
+VARIED: dict[str, str] = {**varied_keys(METHODS, "it compares " + ", ".join(METHODS)),
+                          "seed": "it repeats the seeded methods over seeds"}
+
+
+def _signal_claim(cfg: Config, setting: Setting, scale: str, sink: list | None = None) -> Claim:
+    """Claim 1 (signal propagation at init): on the paper's LeNet5 with 28x28 inputs for the
+    preset's own setting; on the study's model, built as its runs build it (``arch.*``), with
+    its dataset's input shape and classes when the setting changes the model or the data.
+    ``flow.signal`` builds registered models only: for a model of one's own, not measurable."""
+    from sparseflow.flow.signal import signal_propagation
+
+    text = ("With dense init the output signal vanishes as sparsity grows; the sparsity-aware "
+            "init keeps it near its dense value to ~80%")
+    kw: dict[str, Any] = {"masks": "uniform", "repeats": 1 if scale == "smoke" else 3,
+                          "batch": 128 if scale == "smoke" else 500}
+    if not setting.touches(MODEL_KEYS + DATA_KEYS):
+        model, label = "lenet5", "LeNet5"
+    elif is_reference(cfg.model):
+        return Claim(1, text, UNMEASURABLE, f"signal propagation builds the registered models "
+                     f"only, not a model of one's own ({cfg.model})")
+    else:
+        from sparseflow.training.run import load_data
+
+        data = load_data(cfg)  # in the cache: the study's runs have loaded it
+        a = cfg.arch
+        kw.update(input_shape=tuple(data.input_shape), num_classes=data.num_classes,
+                  model_options={"widths": a.widths, "depth": a.depth, "width": a.width,
+                                 "activation": a.activation, "batchnorm": a.batchnorm,
+                                 "skip": a.skip})
+        model = cfg.model
+        label = f"{cfg.model} ({cfg.dataset} inputs {'x'.join(map(str, data.input_shape))})"
+    rows = signal_propagation(model, [0.0, 0.8, 0.9], ["dense", "sparse"], **kw)
+    if sink is not None:
+        sink.extend(rows)
+    std = {(r["init"], r["sparsity"]): r["std_mean"] for r in rows}
+    dense_ratio = std[("dense", 0.9)] / std[("dense", 0.0)]
+    sparse_ratio = std[("sparse", 0.8)] / std[("sparse", 0.0)]
+    return Claim(1, text, verdict(dense_ratio < 0.1 and sparse_ratio > 1 / 3),
+                 f"{label} output std, dense init: {dense_ratio:.2g} of its value at 0 "
+                 f"sparsity when 90% sparse; sparse init at 80%: {sparse_ratio:.2f}")
+
+
+def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
+             echo: Callable[[str], None], setting: Setting | None = None,
+             figures: list[PaperFigure] | None = None) -> tuple[list[Claim], list[str]]:
+    """Claims 1-4: signal propagation, early gradient flow, mask updates, lottery tickets;
+    ``setting``: the user's settings over the preset's base (``studies/setting.py``)."""
+    from sparseflow.analysis.runs import compare_runs, interpolate_runs
+
+    setting = setting or Setting()
+    base = base_settings(scale)
+    # small dense narrows a built-in model; a model of one's own cannot be narrowed
+    own = is_reference(str(base_pairs(base, setting).get("model", "")))
+    methods = {k: v for k, v in METHODS.items() if not (own and k == "small dense")}
+    cfgs = {(name, seed): study_config(base, setting, over + [f"seed={seed}"])
+            for name, over in methods.items() for seed in
+            (seeds_for(scale) if name in SEEDED else [0])}
+    run_all(list(cfgs.values()), root, workers, progress, echo)
+    signal_rows: list[Any] = []
+    claims = [_signal_claim(cfgs[("scratch", 0)], setting, scale, sink=signal_rows)]
+    with Store(store_path(root)) as store:
+        total = finished_summary(store, cfgs[("scratch", 0)])["steps"]
+        early = max(25, total // 50)  # the first 2%: ~230 of the paper's 11,719 steps
+        per_seed = {name: [early_mean(store, run_id(cfgs[(name, s)]), early)
+                           for s in (seeds_for(scale) if name in SEEDED else [0])]
+                    for name in methods}
+        g = {name: statistics.mean(v) for name, v in per_seed.items()}
+        healthy = [g[n] for n in ("scratch+", "small dense", "rigl+") if n in g]
+        # the healthy method closest to the low ones: "far below all three" is below it
+        ref = min((n for n in ("scratch+", "small dense", "rigl+") if n in g),
+                  key=lambda n: g[n] if g[n] == g[n] else float("inf"))
+        failed = [name for name in methods
+                  if (store.get_run(run_id(cfgs[(name, 0)])) or {}).get("status") != "finished"]
+        measured = f"mean ||g||_2 over the first {early} steps: " + ", ".join(
+            f"{k} {v:.3g}" for k, v in g.items()) + (
+            f" (did not finish: {', '.join(failed)})" if failed else "") + (
+            " (no small dense: a model of one's own cannot be narrowed)" if own else "")
+        for text, name in (("Early in training the gradient norm of Scratch is far below "
+                            "Scratch+, Small Dense and RigL+", "scratch"),
+                           ("... and the Lottery ticket's is low too", "lottery")):
+            low = g[name]
+            # a run that failed or measured nothing early (nan): not measurable
+            nan = any(v != v for v in (low, *healthy))
+            lo, hi = bootstrap_ratio_ci(per_seed[name], per_seed[ref])
+            claims.append(Claim(
+                2, text, UNMEASURABLE if nan else interval_verdict(lo, hi, 0.5, below=True),
+                measured, effect=None if nan else low / g[ref], ci_low=finite(lo),
+                ci_high=finite(hi), n=len(per_seed[name]),
+                rule=f"effect = mean ||g||_2 of {name} / that of {ref} (the lowest of "
+                "scratch+, small dense, RigL+) over the first steps, 95% bootstrap interval "
+                "over seeds: held when it lies below 0.5, did not hold when above, "
+                "inconclusive when it spans 0.5 or there is one seed"))
+        deltas = {}
+        for name in ("rigl+", "set+", "rigl inverted+"):
+            d = [v for s, v in store.series(run_id(cfgs[(name, 0)]),
+                                            "flow_update/delta/grad_l2") if s <= total // 2]
+            deltas[name] = statistics.mean(d) if d else float("nan")
+        ok3 = None if any(v != v for v in deltas.values()) else (
+            deltas["rigl+"] > 0 and deltas["rigl+"] > deltas["set+"]
+            and deltas["rigl inverted+"] < 0.5 * deltas["rigl+"])
+        claims.append(Claim(3, "RigL mask updates raise the gradient norm; SET barely; RigL "
+                            "inverted does not", verdict(ok3), "mean change of ||g||_2 across "
+                            "updates (first half): " + ", ".join(
+                                f"{k} {v:+.3g}" for k, v in deltas.items()) + (
+                                f" (did not finish: {', '.join(bad)})"
+                                if (bad := [k for k in deltas if k in failed]) else "")))
+        ticket = finished_summary(store, cfgs[("lottery", 0)])
+        pruned = ticket["ticket_source"]
+    lts = [run_id(cfgs[("lottery", s)]) for s in seeds_for(scale)]
+    scs = [run_id(cfgs[("scratch", s)]) for s in seeds_for(scale)]
+    cmp = compare_runs(root, [pruned, *lts, *scs])
+    dis = cmp["disagreement"][0]
+    dis_lt, dis_sc = dis[1:1 + len(lts)], dis[1 + len(lts):]
+    d_lt, d_sc = statistics.mean(dis_lt), statistics.mean(dis_sc)
+    gap_low, gap_high = bootstrap_diff_ci(dis_sc, dis_lt)
+    p_lt = interpolate_runs(root, lts[0], pruned, alphas="0:1:11")
+    p_sc = interpolate_runs(root, scs[0], pruned, alphas="0:1:11")
+    b_lt, b_sc = p_lt["barrier"], p_sc["barrier"]
+    verdict4 = interval_verdict(gap_low, gap_high)
+    if verdict4 == HELD and not b_lt < b_sc:
+        verdict4 = FAILED
+    claims.append(Claim(4, "A lottery ticket ends close to the pruning solution it came from: "
+                        "same basin, low disagreement", verdict4,
+                        f"disagreement with pruned: ticket {d_lt:.4f} vs scratch {d_sc:.4f}; "
+                        f"linear barrier to pruned: ticket {b_lt:.3f} vs scratch {b_sc:.3f}",
+                        effect=d_sc - d_lt, ci_low=finite(gap_low),
+                        ci_high=finite(gap_high), n=len(lts),
+                        rule="effect = disagreement(scratch) - disagreement(ticket) with pruned, "
+                        "95% bootstrap interval over seeds: held when it lies above 0 and the "
+                        "ticket's linear barrier to pruned is below scratch's; did not hold "
+                        "when it lies below 0 or the barriers are the other way; inconclusive "
+                        "when it spans 0 or there is one seed per side"))
+    if figures is not None:
+        with Store(store_path(root), readonly=True) as store:
+            figures.extend(evci2022_figures(
+                store, {name: run_id(cfgs[(name, 0)]) for name in methods}, early=early,
+                early_means=g, signal_rows=signal_rows,
+                paths={"lottery -> pruned": p_lt, "scratch -> pruned": p_sc},
+                disagreement={"lottery": d_lt, "scratch": d_sc}))
+    return claims, [pruned, *(run_id(c) for c in cfgs.values())]
