@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from sparseflow.config import run_id
+from sparseflow.config import Config, run_id
 from sparseflow.store.database import Store
 from sparseflow.store.paths import store_path
 from sparseflow.studies.claims import Claim, finished_summary, run_all, verdict
@@ -21,6 +21,16 @@ RUNS = {"scratch": ["method=static", "sparse.mask=pruned"], "lottery": ["method=
 VARIED: dict[str, str] = varied_keys(RUNS, "it compares scratch with the lottery ticket")
 
 
+def plan(scale: str, setting: Setting) -> list[Config]:
+    """Every run the preset trains itself at ``scale``: scratch on the pruned mask and the
+    lottery ticket (the pruned run, their source, is added by the sweep)."""
+    base = {"smoke": ["model=lenet300", "train.duration=1ep"],
+            "cpu": ["model=lenet300", "train.duration=15ep"],
+            "paper": ["model=lenet300", "train.duration=50ep"]}[scale]
+    base = base + ["sparsity=0.95", "arch.init=glorot", "flow.enabled=false"]
+    return [study_config(base, setting, RUNS[name]) for name in ("scratch", "lottery")]
+
+
 def evci2019(root: Path, scale: str, workers: int | None, progress: bool,
              echo: Callable[[str], None], setting: Setting | None = None,
              figures: list[PaperFigure] | None = None) -> tuple[list[Claim], list[str]]:
@@ -29,12 +39,7 @@ def evci2019(root: Path, scale: str, workers: int | None, progress: bool,
     from sparseflow.analysis.runs import curve_runs, interpolate_runs
 
     setting = setting or Setting()
-    base = {"smoke": ["model=lenet300", "train.duration=1ep"],
-            "cpu": ["model=lenet300", "train.duration=15ep"],
-            "paper": ["model=lenet300", "train.duration=50ep"]}[scale]
-    base = base + ["sparsity=0.95", "arch.init=glorot", "flow.enabled=false"]
-    scratch = study_config(base, setting, RUNS["scratch"])
-    ticket = study_config(base, setting, RUNS["lottery"])
+    scratch, ticket = plan(scale, setting)
     run_all([scratch, ticket], root, workers, progress, echo)
     with Store(store_path(root)) as store:
         pruned = finished_summary(store, ticket)["ticket_source"]

@@ -75,6 +75,24 @@ VARIED: dict[str, str] = {**varied_keys(METHODS, "it compares " + ", ".join(METH
                           "seed": "it repeats the seeded methods over seeds"}
 
 
+def run_configs(scale: str, setting: Setting) -> dict[tuple[str, int], Config]:
+    """The study's runs, ``(method name, seed) -> Config``: every method on seed 0 and the
+    ``SEEDED`` ones on every seed of ``seeds_for(scale)`` (a model of one's own has no small
+    dense: it cannot be narrowed). Sources a run needs (the pruned run of a ticket) are added by
+    the sweep."""
+    base = base_settings(scale)
+    own = is_reference(str(base_pairs(base, setting).get("model", "")))
+    methods = {k: v for k, v in METHODS.items() if not (own and k == "small dense")}
+    return {(name, seed): study_config(base, setting, over + [f"seed={seed}"])
+            for name, over in methods.items() for seed in
+            (seeds_for(scale) if name in SEEDED else [0])}
+
+
+def plan(scale: str, setting: Setting) -> list[Config]:
+    """Every run the preset trains itself at ``scale`` (sources added by the sweep)."""
+    return list(run_configs(scale, setting).values())
+
+
 def _signal_claim(cfg: Config, setting: Setting, scale: str, sink: list | None = None) -> Claim:
     """Claim 1 (signal propagation at init): on the paper's LeNet5 with 28x28 inputs for the
     preset's own setting; on the study's model, built as its runs build it (``arch.*``), with
@@ -121,13 +139,8 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
     from sparseflow.analysis.runs import compare_runs, interpolate_runs
 
     setting = setting or Setting()
-    base = base_settings(scale)
-    # small dense narrows a built-in model; a model of one's own cannot be narrowed
-    own = is_reference(str(base_pairs(base, setting).get("model", "")))
-    methods = {k: v for k, v in METHODS.items() if not (own and k == "small dense")}
-    cfgs = {(name, seed): study_config(base, setting, over + [f"seed={seed}"])
-            for name, over in methods.items() for seed in
-            (seeds_for(scale) if name in SEEDED else [0])}
+    cfgs = run_configs(scale, setting)
+    methods = {name: METHODS[name] for name, _ in cfgs}
     run_all(list(cfgs.values()), root, workers, progress, echo)
     signal_rows: list[Any] = []
     claims = [_signal_claim(cfgs[("scratch", 0)], setting, scale, sink=signal_rows)]
@@ -147,7 +160,8 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
         measured = f"mean ||g||_2 over the first {early} steps: " + ", ".join(
             f"{k} {v:.3g}" for k, v in g.items()) + (
             f" (did not finish: {', '.join(failed)})" if failed else "") + (
-            " (no small dense: a model of one's own cannot be narrowed)" if own else "")
+            " (no small dense: a model of one's own cannot be narrowed)"
+            if "small dense" not in methods else "")
         for text, name in (("Early in training the gradient norm of Scratch is far below "
                             "Scratch+, Small Dense and RigL+", "scratch"),
                            ("... and the Lottery ticket's is low too", "lottery")):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sparseflow.config import run_id
+from sparseflow.config import Config, run_id
 from sparseflow.studies.claims import UNMEASURABLE, Claim, verdict
 from sparseflow.studies.figures import PaperFigure, tessera2021_tables
 from sparseflow.studies.setting import Setting, base_pairs
@@ -43,6 +43,13 @@ def preset_sweep(scale: str, setting: Setting | None = None) -> Any:
                                         + (f" with {setting.describe()}>" if setting.pairs
                                            else ">")),
                  scsdc={"sparse_width": ws, "dense_widths": wds, "depths": depths})
+
+
+def plan(scale: str, setting: Setting) -> list[Config]:
+    """Every run the preset trains at ``scale``: the SC-SDC sweep's runs."""
+    from sparseflow.sweep.spec import expand
+
+    return expand(preset_sweep(scale, setting))
 
 
 def tessera2021(root: Path, scale: str, workers: int | None, progress: bool,
