@@ -241,8 +241,11 @@ def test_signal_propagation_rows_and_determinism():
         (i, s) for i in ("dense", "liu", "sparse") for s in (0.0, 0.5)
     ]
     for r in rows:
-        assert set(r) == {"init", "sparsity", "std_mean", "std_min", "std_max", "repeats"}
+        assert set(r) == {"init", "sparsity", "std_mean", "std_min", "std_max", "repeats",
+                          "stds"}
         assert r["std_min"] <= r["std_mean"] <= r["std_max"] and r["repeats"] == 2
+        assert len(r["stds"]) == 2 and min(r["stds"]) == r["std_min"]
+        assert sum(r["stds"]) / 2 == pytest.approx(r["std_mean"])
     t = _table(rows)
     # same seed: dense and liu share weights, and liu is the identity at density 1
     assert t["dense", 0.0] == t["liu", 0.0]

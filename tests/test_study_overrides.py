@@ -136,11 +136,12 @@ def test_evci2022_on_digits_measures_every_claim_and_reuses_its_runs(capsys, tmp
     setting = ["dataset=digits", "data.heldout=500"]  # digits: 1,500 training examples
     res, _ = _reproduce(capsys, root, "evci2022", *setting)
     assert res["setting"] == setting
-    assert [c["number"] for c in res["claims"]] == [1, 2, 2, 3, 4]
+    assert [c["number"] for c in res["claims"]] == [1, 1, 2, 2, 3, 3, 3, 4, 4]
     assert all(c["verdict"] in VERDICTS and c["measured"] for c in res["claims"])
     # signal propagation on the study's own model with digits' 8x8 inputs
     assert res["claims"][0]["measured"].startswith("lenet300 (digits inputs 1x8x8) output std")
-    assert res["claims"][1]["verdict"] != UNMEASURABLE  # every run finished
+    # every run finished: all measurable but claim 3 (no mask update in one epoch of digits)
+    assert {c["number"] for c in res["claims"] if c["verdict"] == UNMEASURABLE} <= {3}
     outdir = Path(res["dir"])
     assert outdir.name == f"evci2022-smoke-{parse_setting(None, setting).digest}"
     stored = json.loads((outdir / "claims.json").read_text())
@@ -169,7 +170,7 @@ def test_evci2022_on_digits_with_an_mlp_prints_verdicts(capsys, tmp_path):
     lines = out.splitlines()
     assert lines[:2] == ["evci2022 at smoke scale", "setting: dataset=digits model=mlp"]
     verdicts = [line for line in lines if line.startswith("claim ")]
-    assert len(verdicts) == 5
+    assert len(verdicts) == 9  # two rows of claim 1, two of 2, three of 3, two of 4
     assert all(any(f": {v.upper()}: " in line for v in VERDICTS) for line in verdicts)
     assert "mlp (digits inputs 1x8x8) output std" in out
     # rigl+ and rigl inverted+ carve 2 held-out batches of 1000: more than digits has

@@ -241,7 +241,8 @@ def signal_propagation(
     ``seed + r`` alone, so at a given (s, r) every init sees the same mask and the same
     inputs, and ``dense`` and ``liu`` the same underlying weights (common random numbers).
     Returns one row per (init, s), in that order: ``{"init", "sparsity", "std_mean",
-    "std_min", "std_max", "repeats"}`` with mean / min / max of sigma over the repeats.
+    "std_min", "std_max", "repeats", "stds"}`` with mean / min / max of sigma over the repeats
+    and ``stds`` the sigma of each repeat (in repeat order).
     """
     if masks not in MASK_KINDS:
         raise ValueError(f"unknown masks {masks!r}; valid: {', '.join(MASK_KINDS)}")
@@ -298,6 +299,7 @@ def signal_propagation(
                     "std_min": min(stds),
                     "std_max": max(stds),
                     "repeats": repeats,
+                    "stds": stds,
                 }
             )
     return rows

@@ -25,7 +25,6 @@ from sparseflow.studies.claims import (
     interval_verdict,
     run_all,
     seeds_for,
-    verdict,
 )
 from sparseflow.studies.figures import PaperFigure, evci2022_figures
 from sparseflow.studies.setting import (
@@ -65,8 +64,8 @@ METHODS = {
 }
 
 
-#: evci2022 runs trained on every seed: the ones claims 2 and 4 compare over seeds
-SEEDED = ("scratch", "scratch+", "small dense", "rigl+", "lottery")
+#: evci2022 runs trained on every seed: the ones claims 2, 3 and 4 compare over seeds
+SEEDED = ("scratch", "scratch+", "small dense", "rigl+", "set+", "rigl inverted+", "lottery")
 
 
 
@@ -93,7 +92,8 @@ def plan(scale: str, setting: Setting) -> list[Config]:
     return list(run_configs(scale, setting).values())
 
 
-def _signal_claim(cfg: Config, setting: Setting, scale: str, sink: list | None = None) -> Claim:
+def _signal_claims(cfg: Config, setting: Setting, scale: str, sink: list | None = None
+                   ) -> list[Claim]:
     """Claim 1 (signal propagation at init): on the paper's LeNet5 with 28x28 inputs for the
     preset's own setting; on the study's model, built as its runs build it (``arch.*``), with
     its dataset's input shape and classes when the setting changes the model or the data.
@@ -102,13 +102,14 @@ def _signal_claim(cfg: Config, setting: Setting, scale: str, sink: list | None =
 
     text = ("With dense init the output signal vanishes as sparsity grows; the sparsity-aware "
             "init keeps it near its dense value to ~80%")
-    kw: dict[str, Any] = {"masks": "uniform", "repeats": 1 if scale == "smoke" else 3,
+    kw: dict[str, Any] = {"masks": "uniform",
+                          "repeats": {"smoke": 2, "cpu": 5}.get(scale, 10),
                           "batch": 128 if scale == "smoke" else 500}
     if not setting.touches(MODEL_KEYS + DATA_KEYS):
         model, label = "lenet5", "LeNet5"
     elif is_reference(cfg.model):
-        return Claim(1, text, UNMEASURABLE, f"signal propagation builds the registered models "
-                     f"only, not a model of one's own ({cfg.model})")
+        return [Claim(1, text, UNMEASURABLE, f"signal propagation builds the registered "
+                      f"models only, not a model of one's own ({cfg.model})")]
     else:
         from sparseflow.training.run import load_data
 
@@ -123,12 +124,75 @@ def _signal_claim(cfg: Config, setting: Setting, scale: str, sink: list | None =
     rows = signal_propagation(model, [0.0, 0.8, 0.9], ["dense", "sparse"], **kw)
     if sink is not None:
         sink.extend(rows)
-    std = {(r["init"], r["sparsity"]): r["std_mean"] for r in rows}
-    dense_ratio = std[("dense", 0.9)] / std[("dense", 0.0)]
-    sparse_ratio = std[("sparse", 0.8)] / std[("sparse", 0.0)]
-    return Claim(1, text, verdict(dense_ratio < 0.1 and sparse_ratio > 1 / 3),
-                 f"{label} output std, dense init: {dense_ratio:.2g} of its value at 0 "
-                 f"sparsity when 90% sparse; sparse init at 80%: {sparse_ratio:.2f}")
+    std = {(r["init"], r["sparsity"]): r["stds"] for r in rows}
+    n = kw["repeats"]
+    return [
+        ratio_claim(1, "With the dense init the output signal vanishes as sparsity grows",
+                    std[("dense", 0.9)], std[("dense", 0.0)], 0.1, below=True,
+                    measured=f"{label} output std with the dense init at 90% sparsity over its "
+                    f"value at 0% (uniform random masks, {n} draws)",
+                    what="output std of the dense init at 90% / at 0% sparsity, 95% bootstrap "
+                    "interval over mask and input draws: held when it lies below 0.1"),
+        ratio_claim(1, "The sparsity-aware init keeps the output signal near its dense value "
+                    "up to ~80% sparsity", std[("sparse", 0.8)], std[("sparse", 0.0)], 1 / 3,
+                    measured=f"{label} output std with the sparse init at 80% sparsity over its "
+                    f"value at 0% ({n} draws)",
+                    what="output std of the sparse init at 80% / at 0% sparsity, 95% bootstrap "
+                    "interval over mask and input draws: held when it lies above 1/3"),
+    ]
+
+
+def update_change(store: Store, rid: str, until: int) -> float:
+    """Mean change of ``flow/grad_l2`` across the run's mask updates at steps <= ``until``
+    (``flow_update/delta/grad_l2``: after - before on the same batch, docs/science.md
+    section 4); NaN when none was measured."""
+    d = [v for s, v in store.series(rid, "flow_update/delta/grad_l2")
+         if s <= until and v is not None]
+    return statistics.mean(d) if d else float("nan")
+
+
+def ratio_claim(number: int, text: str, a: list[float], b: list[float], threshold: float, *,
+                measured: str, what: str, below: bool = False) -> Claim:
+    """A claim on ``mean(a) / mean(b)`` against ``threshold`` (docs/science.md section 8):
+    the effect, its 95% percentile bootstrap interval (``bootstrap_ratio_ci``, each side
+    resampled), n = len(a), and ``interval_verdict``; a NaN value (a run that measured
+    nothing) makes it not measurable. ``measured`` gets the effect appended; ``what`` is the
+    rule (with ", inconclusive when it spans the threshold or n = 1" added)."""
+    if any(v != v for v in (*a, *b)) or not a or not b:
+        return Claim(number, text, UNMEASURABLE, measured + ": nothing measured")
+    effect = statistics.mean(a) / statistics.mean(b)
+    lo, hi = bootstrap_ratio_ci(a, b)
+    return Claim(number, text, interval_verdict(lo, hi, threshold, below=below),
+                 f"{measured}: {effect:.3g}", effect=effect, ci_low=finite(lo),
+                 ci_high=finite(hi), n=len(a),
+                 rule=what + f", inconclusive when it spans {threshold:.3g} or n = 1")
+
+
+def diff_claim(number: int, text: str, a: list[float], b: list[float] | None, *,
+               measured: str, what: str) -> Claim:
+    """A claim on ``mean(a) - mean(b)`` (``b`` None: on ``mean(a)``) against 0: the effect,
+    its 95% percentile bootstrap interval over seeds (``bootstrap_diff_ci`` /
+    ``bootstrap_ci``), n = len(a) and ``interval_verdict`` (held above 0, did not hold below
+    0, inconclusive when it spans 0 or n = 1); NaN values make it not measurable."""
+    from sparseflow.analysis.stats import bootstrap_ci
+
+    if any(v != v for v in (*a, *(b or []))) or not a or (b is not None and not b):
+        return Claim(number, text, UNMEASURABLE, measured + ": nothing measured")
+    effect = statistics.mean(a) - (statistics.mean(b) if b is not None else 0.0)
+    lo, hi = bootstrap_ci(a) if b is None else bootstrap_diff_ci(a, b)
+    return Claim(number, text, interval_verdict(lo, hi), f"{measured}: {effect:+.3g}",
+                 effect=effect, ci_low=finite(lo), ci_high=finite(hi), n=len(a),
+                 rule=what + ", inconclusive when it spans 0 or n = 1")
+
+
+def ensemble_gains(accuracy: list[float], ensembles: dict[str, float], ref: int,
+                   members: list[int]) -> list[float]:
+    """Per member i, the ensemble gain of the pair (i, ``ref``): acc(ensemble of i and ref)
+    - (acc(i) + acc(ref)) / 2 (mean of softmax probabilities, ``landscape/compare.py``): 0 when
+    the two models make the same predictions, larger the more their errors differ
+    (docs/science.md section 7, claim 4)."""
+    return [ensembles[",".join(map(str, sorted((ref, i))))] - (accuracy[i] + accuracy[ref]) / 2
+            for i in members]
 
 
 def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
@@ -143,7 +207,7 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
     methods = {name: METHODS[name] for name, _ in cfgs}
     run_all(list(cfgs.values()), root, workers, progress, echo)
     signal_rows: list[Any] = []
-    claims = [_signal_claim(cfgs[("scratch", 0)], setting, scale, sink=signal_rows)]
+    claims = _signal_claims(cfgs[("scratch", 0)], setting, scale, sink=signal_rows)
     with Store(store_path(root)) as store:
         total = finished_summary(store, cfgs[("scratch", 0)])["steps"]
         early = max(25, total // 50)  # the first 2%: ~230 of the paper's 11,719 steps
@@ -177,20 +241,30 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
                 "scratch+, small dense, RigL+) over the first steps, 95% bootstrap interval "
                 "over seeds: held when it lies below 0.5, did not hold when above, "
                 "inconclusive when it spans 0.5 or there is one seed"))
-        deltas = {}
-        for name in ("rigl+", "set+", "rigl inverted+"):
-            d = [v for s, v in store.series(run_id(cfgs[(name, 0)]),
-                                            "flow_update/delta/grad_l2") if s <= total // 2]
-            deltas[name] = statistics.mean(d) if d else float("nan")
-        ok3 = None if any(v != v for v in deltas.values()) else (
-            deltas["rigl+"] > 0 and deltas["rigl+"] > deltas["set+"]
-            and deltas["rigl inverted+"] < 0.5 * deltas["rigl+"])
-        claims.append(Claim(3, "RigL mask updates raise the gradient norm; SET barely; RigL "
-                            "inverted does not", verdict(ok3), "mean change of ||g||_2 across "
-                            "updates (first half): " + ", ".join(
-                                f"{k} {v:+.3g}" for k, v in deltas.items()) + (
-                                f" (did not finish: {', '.join(bad)})"
-                                if (bad := [k for k in deltas if k in failed]) else "")))
+        # claim 3: per seed, the mean change of ||g||_2 across the updates of the first half
+        seeds = {name: seeds_for(scale) if name in SEEDED else [0]
+                 for name in ("rigl+", "set+", "rigl inverted+")}
+        deltas = {name: [update_change(store, run_id(cfgs[(name, sd)]), total // 2)
+                         for sd in seeds[name]] for name in seeds}
+        said = "mean change of ||g||_2 across the mask updates of the first half, " + ", ".join(
+            f"{k} {statistics.mean(v):+.3g}" for k, v in deltas.items()) + (
+            f" (did not finish: {', '.join(bad)})"
+            if (bad := [k for k in deltas if k in failed]) else "")
+        over = "95% bootstrap interval over seeds"
+        claims += [
+            diff_claim(3, "RigL mask updates raise the gradient norm", deltas["rigl+"], None,
+                       measured=said + "; RigL+", what=f"effect = mean change of ||g||_2 at "
+                       f"RigL+'s updates, {over}: held when it lies above 0"),
+            diff_claim(3, "... more than SET's updates do", deltas["rigl+"], deltas["set+"],
+                       measured=said + "; RigL+ - SET+",
+                       what=f"effect = change at RigL+'s updates - at SET+'s, {over}: held "
+                       "when it lies above 0"),
+            ratio_claim(3, "... and RigL inverted's updates do not", deltas["rigl inverted+"],
+                        deltas["rigl+"], 0.5, below=True,
+                        measured=said + "; inverted / RigL+",
+                        what=f"effect = change at RigL inverted's updates / at RigL+'s, {over}"
+                        ": held when it lies below 0.5"),
+        ]
         ticket = finished_summary(store, cfgs[("lottery", 0)])
         pruned = ticket["ticket_source"]
     lts = [run_id(cfgs[("lottery", s)]) for s in seeds_for(scale)]
@@ -199,24 +273,41 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
     dis = cmp["disagreement"][0]
     dis_lt, dis_sc = dis[1:1 + len(lts)], dis[1 + len(lts):]
     d_lt, d_sc = statistics.mean(dis_lt), statistics.mean(dis_sc)
-    gap_low, gap_high = bootstrap_diff_ci(dis_sc, dis_lt)
-    p_lt = interpolate_runs(root, lts[0], pruned, alphas="0:1:11")
-    p_sc = interpolate_runs(root, scs[0], pruned, alphas="0:1:11")
-    b_lt, b_sc = p_lt["barrier"], p_sc["barrier"]
-    verdict4 = interval_verdict(gap_low, gap_high)
-    if verdict4 == HELD and not b_lt < b_sc:
-        verdict4 = FAILED
-    claims.append(Claim(4, "A lottery ticket ends close to the pruning solution it came from: "
-                        "same basin, low disagreement", verdict4,
-                        f"disagreement with pruned: ticket {d_lt:.4f} vs scratch {d_sc:.4f}; "
-                        f"linear barrier to pruned: ticket {b_lt:.3f} vs scratch {b_sc:.3f}",
-                        effect=d_sc - d_lt, ci_low=finite(gap_low),
-                        ci_high=finite(gap_high), n=len(lts),
-                        rule="effect = disagreement(scratch) - disagreement(ticket) with pruned, "
-                        "95% bootstrap interval over seeds: held when it lies above 0 and the "
-                        "ticket's linear barrier to pruned is below scratch's; did not hold "
-                        "when it lies below 0 or the barriers are the other way; inconclusive "
-                        "when it spans 0 or there is one seed per side"))
+    paths_lt = [interpolate_runs(root, r, pruned, alphas="0:1:11") for r in lts]
+    paths_sc = [interpolate_runs(root, r, pruned, alphas="0:1:11") for r in scs]
+    p_lt, p_sc = paths_lt[0], paths_sc[0]
+    b_lt = statistics.mean(p["barrier"] for p in paths_lt)
+    b_sc = statistics.mean(p["barrier"] for p in paths_sc)
+    lt_idx = list(range(1, 1 + len(lts)))
+    sc_idx = list(range(1 + len(lts), 1 + len(lts) + len(scs)))
+    gain_lt = ensemble_gains(cmp["accuracy"], cmp["ensembles"], 0, lt_idx)
+    gain_sc = ensemble_gains(cmp["accuracy"], cmp["ensembles"], 0, sc_idx)
+    seeds_said = ""
+    if len(lts) > 1:  # the paper's reading: an ensemble of one method's seeds
+        acc = cmp["accuracy"]
+        ens = {k: cmp["ensembles"][",".join(map(str, idx))] - statistics.mean(acc[i] for i in idx)
+               for k, idx in (("tickets", lt_idx), ("scratch", sc_idx))}
+        seeds_said = (f"; an ensemble of the {len(lts)} seeds over its mean member: tickets "
+                      f"{ens['tickets']:+.4f}, scratch {ens['scratch']:+.4f}")
+    over = "95% bootstrap interval over seeds"
+    c4 = diff_claim(4, "A lottery ticket ends close to the pruning solution it came from: "
+                    "same basin, low disagreement", dis_sc, dis_lt,
+                    measured=f"disagreement with pruned: ticket {d_lt:.4f} vs scratch "
+                    f"{d_sc:.4f}; linear barrier to pruned (mean over seeds): ticket {b_lt:.3f} "
+                    f"vs scratch {b_sc:.3f}; scratch - ticket",
+                    what="effect = disagreement(scratch) - disagreement(ticket) with pruned, "
+                    f"{over}: held when it lies above 0 and the ticket's mean linear barrier to "
+                    "pruned is below scratch's; did not hold when it lies below 0 or the "
+                    "barriers are the other way")
+    if c4.verdict == HELD and not b_lt < b_sc:
+        c4.verdict = FAILED
+    claims += [c4, diff_claim(
+        4, "... so ensembling it with the pruned solution gains little (less than scratch does)",
+        gain_sc, gain_lt, measured="ensemble gain with pruned (accuracy of the pair's ensemble "
+        f"- its mean member): ticket {statistics.mean(gain_lt):+.4f}, scratch "
+        f"{statistics.mean(gain_sc):+.4f}{seeds_said}; scratch - ticket",
+        what=f"effect = ensemble gain(scratch, pruned) - gain(ticket, pruned), {over}: held "
+        "when it lies above 0")]
     if figures is not None:
         with Store(store_path(root), readonly=True) as store:
             figures.extend(evci2022_figures(
