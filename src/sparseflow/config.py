@@ -24,6 +24,7 @@ from sparseflow.typed import field
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "cosine", "step", "linear")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(ep|it)\s*$")
 MAX_DURATION = 2**31 - 1
@@ -83,6 +84,19 @@ class DataConfig:
     n_train: int | None = field(
         None, low=1, high=10**7, help="synthetic dataset only: number of training examples."
     )
+    on_device: bool | str = field(
+        "auto", hash=False, help="Keep the training set on the run's device and gather, crop "
+        "and flip each batch there (the random draws stay on the CPU generator seeded by "
+        "(seed, step), so the batches are the same either way); false: batches are made on "
+        "the CPU and copied; auto: true on CUDA when the training set takes at most a quarter "
+        "of the free device memory and its augmentation is the built-in one, false on CPU.",
+    )
+
+    def validate(self) -> None:
+        """``on_device`` is true, false or auto."""
+        if isinstance(self.on_device, str) and self.on_device != "auto":
+            raise ConfigError(f"data.on_device: expected true, false or auto, got "
+                              f"{self.on_device!r}")
 
 
 @dataclass
@@ -167,6 +181,22 @@ class TrainConfig:
     )
     flush_denormal: bool = field(
         True, help="torch.set_flush_denormal(True): avoids slow denormal arithmetic on CPU."
+    )
+    precision: str = field(
+        "fp32", choices=PRECISIONS, help="Arithmetic of the training forward pass and loss: "
+        "fp32, or autocast to bf16 / fp16 (fp16 with a gradient scaler; a step whose scaled "
+        "gradients overflow is retried on the same batch with half the scale). Weights, "
+        "optimiser state, masks, evaluation and gradient-flow measurements stay float32. "
+        "fp16 on a CPU is correct but slow (CPUs rarely compute in fp16)."
+    )
+    compile: bool = field(
+        False, hash=False, help="Run the training forward pass through torch.compile (the "
+        "same run: only the order of float operations may change). Needs "
+        "sparse.execution=masked."
+    )
+    channels_last: bool = field(
+        False, hash=False, help="Convolution weights and image batches in the channels_last "
+        "memory format (faster convolutions on GPUs; the same run up to float rounding)."
     )
 
 
@@ -310,6 +340,7 @@ class Config:
         Duration.parse(self.optim.warmup, "optim.warmup")
         Duration.parse(self.sparse.rewind, "sparse.rewind")
         self._check_data()
+        self._check_train()
         if self.sparse.rounds > MAX_ROUNDS:
             raise ConfigError(f"sparse.rounds: {self.sparse.rounds} is out of range [1, "
                               f"{MAX_ROUNDS}] (each round trains a run)")
@@ -349,6 +380,19 @@ class Config:
                             activation=a.activation, batchnorm=a.batchnorm, skip=a.skip)
         except ModelError as e:
             raise ConfigError(f"arch: {e}") from None
+
+    def _check_train(self) -> None:
+        """Mixed precision and compilation run the masked execution only."""
+        if self.sparse.execution == "masked" or method_spec(self.method).factory is None:
+            return
+        if self.train.precision != "fp32":
+            raise ConfigError(f"train.precision: {self.train.precision} needs "
+                              f"sparse.execution=masked (the CSR kernels of "
+                              f"sparse.execution={self.sparse.execution} compute in float32)")
+        if self.train.compile:
+            raise ConfigError(f"train.compile: needs sparse.execution=masked (layers of "
+                              f"sparse.execution={self.sparse.execution} change their parameters "
+                              "at every mask update, which would recompile the model)")
 
     def _check_data(self) -> None:
         """The data settings against each other, the method and (data.root) the disk."""

@@ -2,13 +2,26 @@
 
 Determinism and exact resume: the data order of epoch ``e`` is a permutation drawn from a
 generator seeded by ``(seed, e)``; augmentation at step ``t`` uses a generator seeded by
-``(seed, t)``; the learning rate is a pure function of the step. A checkpoint therefore needs only
-the model, the optimiser, the callbacks' states, torch's global RNG state, the step and the
-epoch's running sums, and a resumed run continues bit for bit as an uninterrupted one would.
+``(seed, t)`` (:mod:`sparseflow.data.device_loader`); the learning rate is a pure function of
+the step. A checkpoint therefore needs only the model, the optimiser, the callbacks' states,
+torch's global RNG state, the gradient scaler's state (fp16), the step and the epoch's running
+sums, and a resumed run continues bit for bit as an uninterrupted one would.
+
+Speed options (``train.*``, docs/science.md section 15): ``precision`` autocasts the forward
+pass and the loss to bf16 or fp16 (weights, gradients, optimiser state, masks, evaluation and
+the callbacks' measurements stay float32: only the step's forward and loss run inside
+autocast); fp16 scales the loss (``torch.amp.GradScaler``), unscales the gradients right after
+backward (so ``after_backward`` hooks, coupled L2 and RigL's grow scores see true gradients)
+and, when the scaled gradients overflow, retries the step on the same batch with half the
+scale, BatchNorm buffers restored, so that every schedule (learning rate, data, mask updates,
+measurements) counts only steps the optimiser took. ``compile`` runs the forward pass through
+``torch.compile`` (backend :data:`COMPILE_BACKEND`); evaluation and measurements use the eager
+module.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -23,7 +36,8 @@ from tqdm import tqdm
 
 from sparseflow.config import Config, Duration
 from sparseflow.data import Dataset
-from sparseflow.errors import CheckpointError
+from sparseflow.data.device_loader import TrainBatches, fits_on_device
+from sparseflow.errors import CheckpointError, ConfigError
 from sparseflow.store.checkpoint import (
     checkpoint_name,
     clean_stale_temps,
@@ -35,8 +49,15 @@ from sparseflow.training import optim as optim_mod
 from sparseflow.training.callbacks import Callback, overriding
 from sparseflow.training.interrupts import Interrupted, StopRequest
 
-_MIX = 1_000_003
 _RESUME_KEYS = ("model", "optimizer", "rng", "loop", "step")  # what restore() reads
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+"""Autocast dtype of each ``train.precision`` other than fp32."""
+COMPILE_BACKEND: Any = "inductor"
+"""``torch.compile`` backend of ``train.compile=true`` (a name or a callable; tests count
+compilations through a callable)."""
+MAX_RETRIES = 40
+"""fp16: consecutive overflowing attempts of one step (the scale halves each time, 2^16 to
+2^-24) after which the run counts as diverged."""
 
 
 class Diverged(Exception):
@@ -65,6 +86,26 @@ def evaluate(
     model.train(was_training)
     n = max(1, len(x))
     return loss_sum / n, correct / n
+
+
+class _BufferSnapshot:
+    """A copy of a module's buffers (BatchNorm statistics), taken before each fp16 attempt and
+    put back when the attempt is retried."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.buffers = [b for b in module.buffers() if b.numel()]
+        self.copies = [b.detach().clone() for b in self.buffers]
+
+    def save(self) -> None:
+        """Copy the buffers' current values."""
+        if self.buffers:
+            torch._foreach_copy_(self.copies, self.buffers)
+
+    def restore(self) -> None:
+        """Put the saved values back."""
+        if self.buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(self.buffers, self.copies)
 
 
 class Trainer:
@@ -106,8 +147,6 @@ class Trainer:
         self.batch_size = cfg.train.batch_size
         n = len(data.x_train)
         if n < self.batch_size:
-            from sparseflow.errors import ConfigError
-
             raise ConfigError(
                 f"train.batch_size: {self.batch_size} is larger than the training set ({n})"
             )
@@ -125,14 +164,48 @@ class Trainer:
         self._correct = torch.zeros((), dtype=torch.int64, device=device)
         self._count = 0
         self._pending: list[tuple[int, str, float]] = []
-        self._perm_epoch = -1
-        self._perm: torch.Tensor | None = None
         self.last_eval: dict[str, float] = {}
         self.last_checkpoint: Path | None = None
         self.stop = StopRequest()  # set by a deferred SIGINT/SIGTERM (training/interrupts.py)
-        # the training data lives on the device once (it is small for these datasets)
-        self.x_train = data.x_train.to(device)
-        self.y_train = data.y_train.to(device)
+        self.retries = 0  # fp16 attempts retried after an overflow
+        self.precision = cfg.train.precision
+        self.scaler = self._make_scaler()
+        augment = data.augment if cfg.data.augment else None
+        on_device = cfg.data.on_device
+        if on_device == "auto":
+            nbytes = sum(t.numel() * t.element_size() for t in (data.x_train, data.y_train))
+            on_device = fits_on_device(nbytes, device, augment)
+        self.batches = TrainBatches(
+            data.x_train, data.y_train, batch_size=self.batch_size, seed=cfg.seed,
+            device=device, on_device=bool(on_device), augment=augment, rank=rank, world=world,
+            memory_format=torch.channels_last if cfg.train.channels_last else None)
+        self.use_model(model)
+
+    def use_model(self, model: nn.Module) -> None:
+        """Train through ``model`` (the user's model or its data-parallel wrapper), compiled
+        with ``torch.compile(backend=COMPILE_BACKEND)`` when ``train.compile`` is set;
+        checkpoints, evaluation and measurements keep using the eager :attr:`module`."""
+        if self.cfg.train.compile:
+            model = torch.compile(model, backend=COMPILE_BACKEND)
+        self.model = model
+
+    def _make_scaler(self) -> torch.amp.GradScaler | None:
+        """The fp16 gradient scaler (None otherwise); bf16 on a GPU without bf16 arithmetic
+        is a one-line ConfigError."""
+        if (self.precision == "bf16" and self.device.type == "cuda"
+                and not torch.cuda.is_bf16_supported()):
+            raise ConfigError("train.precision: bf16 is not supported by this GPU; use fp16 "
+                              "(or fp32)")
+        if self.precision != "fp16":
+            return None
+        return torch.amp.GradScaler(self.device.type)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context of the training forward pass and loss: ``torch.autocast`` to the
+        ``train.precision`` dtype on the run's device type, nothing for fp32."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
 
     # -- metrics ---------------------------------------------------------------------------
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -147,21 +220,9 @@ class Trainer:
 
     # -- data ------------------------------------------------------------------------------
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The training batch of ``step`` (deterministic in seed and step)."""
-        epoch, pos = divmod(step, self.steps_per_epoch)
-        if epoch != self._perm_epoch:
-            g = torch.Generator().manual_seed(self.cfg.seed * _MIX + epoch)
-            self._perm = torch.randperm(len(self.x_train), generator=g).to(self.device)
-            self._perm_epoch = epoch
-        assert self._perm is not None
-        idx = self._perm[pos * self.batch_size : (pos + 1) * self.batch_size]
-        if self.world > 1:
-            idx = idx[self.rank :: self.world]
-        x, y = self.x_train[idx], self.y_train[idx]
-        if self.data.augment is not None and self.cfg.data.augment:
-            g = torch.Generator().manual_seed(self.cfg.seed * _MIX + 7919 * step + 1)
-            x = self.data.augment(x.cpu(), g).to(self.device)
-        return x, y
+        """The training batch of ``step`` (deterministic in seed and step;
+        :class:`~sparseflow.data.device_loader.TrainBatches`)."""
+        return self.batches.batch(step)
 
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -175,12 +236,14 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "callbacks": {cb.name: cb.state_dict() for cb in self.callbacks},
             "rng": {"torch": torch.get_rng_state()},
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
             "loop": {
                 "loss_sum": float(self._loss_sum),
                 "correct": int(self._correct),
                 "count": self._count,
                 "elapsed": self.elapsed(),
                 "last_eval": dict(self.last_eval),
+                "retries": self.retries,
             },
         }
 
@@ -205,6 +268,8 @@ class Trainer:
                 if cb.name in states:
                     cb.load_state_dict(states[cb.name])
             torch.set_rng_state(ckpt["rng"]["torch"])
+            if self.scaler is not None and "scaler" in ckpt:
+                self.scaler.load_state_dict(ckpt["scaler"])
             loop = ckpt["loop"]
             self.step = int(ckpt["step"])
             self._loss_sum.fill_(loop["loss_sum"])
@@ -212,6 +277,7 @@ class Trainer:
             self._count = int(loop["count"])
             self.elapsed_before = float(loop["elapsed"])
             self.last_eval = dict(loop.get("last_eval", {}))
+            self.retries = int(loop.get("retries", 0))
         except KeyError as e:
             raise CheckpointError(f"{source or 'checkpoint'}: checkpoint has no {e.args[0]!r} "
                                   "entry (not written by a sparseflow run)") from None
@@ -285,6 +351,8 @@ class Trainer:
         after_backward = overriding(self.callbacks, "after_backward")
         after_step = overriding(self.callbacks, "after_step")
         manual_decay = optim_mod.needs_manual_decay(opt)
+        scaler = self.scaler
+        buffers = _BufferSnapshot(self.module) if scaler is not None else None
         total = self.total_steps
         sched = (cfg.optim.schedule, self.warmup, tuple(cfg.optim.milestones), cfg.optim.gamma)
         # a bar only on a terminal (disable=None): a redirected log gets the epoch lines alone
@@ -294,16 +362,24 @@ class Trainer:
             while self.step < total:
                 optim_mod.set_lr(opt, optim_mod.lr_factor(self.step, total, *sched))
                 x, y = self.batch(self.step)
-                out = model(x)
-                loss = F.cross_entropy(out, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if scaler is None:
+                    with self.autocast():
+                        out = model(x)
+                        loss = F.cross_entropy(out, y)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                else:
+                    out, loss = self._scaled_backward(x, y, buffers)
                 for hook in after_backward:
                     hook(self)
                 if manual_decay:
                     optim_mod.coupled_l2_(opt)
                     optim_mod.decoupled_decay_(opt)
-                opt.step()
+                if scaler is None:
+                    opt.step()
+                else:
+                    scaler.step(opt)  # gradients are finite here: the optimiser steps
+                    scaler.update()
                 self.step += 1
                 with torch.no_grad():
                     self._loss_sum += loss.detach()
@@ -331,6 +407,38 @@ class Trainer:
             bar.close()
         return self.summary()
 
+    def _scaled_backward(self, x: torch.Tensor, y: torch.Tensor,
+                         buffers: _BufferSnapshot | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp16: forward and loss under autocast, backward of the scaled loss, gradients
+        unscaled in place; an attempt whose gradients overflow is undone (BatchNorm buffers
+        restored, scale halved by ``scaler.update()``) and the step retried on the same batch.
+
+        Returns ``(logits, loss)`` of the attempt whose gradients are finite. A non-finite
+        loss, or :data:`MAX_RETRIES` overflowing attempts in a row, is :class:`Diverged`.
+        """
+        scaler, opt = self.scaler, self.optimizer
+        assert scaler is not None
+        for _ in range(MAX_RETRIES):
+            if buffers is not None:
+                buffers.save()
+            with self.autocast():
+                out = self.model(x)
+                loss = F.cross_entropy(out, y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            found = scaler._found_inf_per_device(opt)  # what scaler.step() itself checks
+            if not sum(v.item() for v in found.values()):
+                return out, loss
+            if not bool(torch.isfinite(loss.detach())):
+                break  # the loss itself overflowed: no scale helps
+            scaler.update()  # halves the scale and forgets this attempt's unscaling
+            if buffers is not None:
+                buffers.restore()
+            self.retries += 1
+        opt.zero_grad(set_to_none=True)
+        raise Diverged(self.step + 1)
+
     def summary(self) -> dict[str, Any]:
         """The run's final numbers (callbacks may add fields)."""
         if not self.last_eval or "test_loss" not in self.last_eval:
@@ -346,6 +454,8 @@ class Trainer:
             "wall_seconds": round(self.elapsed(), 3),
             "checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
         }
+        if self.scaler is not None:
+            summary["fp16_retries"] = self.retries
         for hook in overriding(self.callbacks, "on_train_end"):
             hook(self, summary)
         self.flush()

@@ -193,6 +193,8 @@ def _setup(cfg: Config, rid: str, root: Path, store: Store, existing: dict[str, 
             raise ConfigError(f"method=small_dense: {e}") from None
         info["small_dense_widths"] = widths
     model = make_model(cfg, data, widths).to(device)
+    if cfg.train.channels_last:  # conv weights only; the parameters stay the same objects
+        model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optim, model)
     cbs: list[Callback] = list(callbacks or [])
     rdir = run_dir(root, rid)
@@ -239,7 +241,7 @@ def _setup(cfg: Config, rid: str, root: Path, store: Store, existing: dict[str, 
             per_layer=f.per_layer,
             per_active=f.per_active, mode=f.mode))
     torch.manual_seed(cfg.seed)  # the same global RNG state whether sources ran or not
-    trainer.model = wrap(model, dist, device)
+    trainer.use_model(wrap(model, dist, device))  # compiled when train.compile is set
     return trainer, rec, info, dist, echo
 
 

@@ -56,7 +56,7 @@ class SparsifierCallback(Callback):
                 listener("after", trainer)
 
     def on_train_end(self, trainer: Any, summary: dict[str, Any]) -> None:
-        summary.update(self.sparsifier.summary(trainer.model))
+        summary.update(self.sparsifier.summary(trainer.module))  # the eager, unwrapped model
 
     def state_dict(self) -> dict[str, Any]:
         return self.sparsifier.state_dict()
