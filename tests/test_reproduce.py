@@ -29,6 +29,17 @@ def test_smoke_presets(capsys, tmp_path, paper, numbers):
     stored = json.loads((outdir / "claims.json").read_text())
     assert (stored["paper"], stored["scale"], stored["setting"]) == (paper, "smoke", [])
     assert [c["verdict"] for c in stored["claims"]] == [c["verdict"] for c in res["claims"]]
+    # what REPRODUCTION.md is generated from: the command, seeds, wall time, environment
+    assert stored["command"] == f"sparseflow reproduce {paper} --scale smoke --workers 0"
+    assert stored["seeds"] and 0 in stored["seeds"] and stored["wall_seconds"] > 0
+    assert stored["runs"] >= len(stored["preset"]["methods"]) and stored["runs_reused"] == 0
+    env = stored["environment"]
+    assert env["commit"] and env["cpu"] and env["torch"] and env["python"] and env["date"]
+    from sparseflow.studies.document import document
+
+    doc = document(root)
+    assert f"(`{paper}`)" in doc and f"`{stored['command']}`" in doc
+    assert all(c["verdict"] in doc for c in stored["claims"])
     md = (outdir / "claims.md").read_text()
     assert "| # | claim | verdict | measured | effect [95% CI] (n) |" in md
     assert "setting: the preset's own" in md
@@ -41,7 +52,8 @@ def test_smoke_presets(capsys, tmp_path, paper, numbers):
             assert c["verdict"] in (INCONCLUSIVE, UNMEASURABLE)
     report = outdir / "report" / "index.html"
     assert res["report"] == str(report) and report.stat().st_size > 1000
-    want = {"evci2019": ["figures/linear_paths.png", "figures/curves.png"],
+    want = {"evci2019": ["figures/linear_paths.png", "figures/curves.png",
+                         "figures/barrier_vs_sparsity_lenet300.png", "tables/barriers.csv"],
             "evci2022": ["figures/signal_propagation.png", "figures/gradient_norm_early.png",
                          "figures/gradient_norm_early_vs_paper.png", "figures/paths_to_pruned.png",
                          "figures/mask_update_change.png", "figures/disagreement_vs_paper.png",
@@ -56,9 +68,14 @@ def test_smoke_presets(capsys, tmp_path, paper, numbers):
             assert stem.with_suffix(".svg").stat().st_size > 0
         else:
             assert (outdir / name).with_suffix(".tex").read_text().count("\\toprule") == 1
-    if paper == "evci2019":  # the measured barrier is the stored interpolation's barrier
-        path = next((root / "analyses").glob("interpolate-*_*-*/result.json"))
-        assert path.exists()
+    if paper == "evci2019":  # the barrier row is the mean of the stored lines' barriers
+        found = sorted((root / "analyses").glob("evci2019-*/bezier-sparse-*/result.json"))
+        assert len(found) == 2 and len(list((root / "analyses").glob(
+            "evci2019-*/init-line-*/result.json"))) == 2  # two sparsities, one seed
+        line = [c for c in res["claims"] if "crosses a loss barrier" in c["text"]]
+        barriers = [json.loads(f.read_text())["linear_barrier"] for f in found]
+        assert line[0]["effect"] == pytest.approx(sum(barriers) / 2)
+        assert line[0]["verdict"] == INCONCLUSIVE  # one seed per setting: no interval
 
 
 def test_unknown_paper_or_scale_exit_2(capsys, tmp_path):

@@ -88,8 +88,14 @@ def test_tessera_sweep_follows_the_setting():
     (["reproduce", "evci2022", "--set", "dataset=digits", "seed=3"], "seed"),
     (["reproduce", "evci2022", "--set", "sparse.grow_batch=random"], "sparse.grow_batch"),
     (["reproduce", "evci2019", "--set", "sparse.mask=random"], "sparse.mask"),
+    (["reproduce", "evci2019", "--set", "sparsity=0.9"], "sparsity"),
+    (["reproduce", "evci2019", "--set", "model=mlp"], "model"),
+    (["reproduce", "evci2019", "--set", "seed=3"], "seed"),
+    (["reproduce", "evci2019", "--set", "sparse.source_seed=7"], "sparse.source_seed"),
     (["reproduce", "tessera2021", "--set", "model=lenet5"], "model"),
     (["reproduce", "tessera2021", "--set", "optim.lr=0.1"], "optim.lr"),
+    (["reproduce", "tessera2021", "--set", "optim.l2=1e-4"], "optim.l2"),
+    (["reproduce", "tessera2021", "--set", "arch.activation=prelu"], "arch.activation"),
     (["demo", "--set", "init=sparse"], "init"),
     (["demo", "--set", "method=rigl"], "method"),
 ])
@@ -113,8 +119,9 @@ def test_a_key_the_study_varies_is_refused_from_a_file_too(capsys, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["reproduce", "evci2022", "--set", "optim.lrr=0.1"],
      "unknown config key 'optim.lrr'; did you mean 'optim.lr'?"),
-    (["reproduce", "evci2019", "--set", "sparsity=2"], "sparsity: 2.0 is out of range"),
-    (["reproduce", "tessera2021", "--set", "optim.l2=abc"], "optim.l2: expected a number"),
+    (["reproduce", "evci2019", "--set", "optim.lr=-1"], "optim.lr: -1.0 is out of range"),
+    (["reproduce", "tessera2021", "--set", "optim.momentum=abc"],
+     "optim.momentum: expected a number"),
     (["demo", "--set", "dataset=nosuch"], "dataset: unknown dataset 'nosuch'"),
     (["demo", "--set", "model=nosuchpkg.mod:fn"], "model:"),
     (["demo", "--set", "noequals"], "expected key=value"),
@@ -198,20 +205,24 @@ def test_evci2022_on_a_model_and_dataset_of_ones_own(capsys, tmp_path, monkeypat
 
 
 @pytest.mark.slow
-def test_evci2019_with_a_config_file_and_a_seed(capsys, tmp_path):
-    """evci2019 does not vary the seed: a seed of one's own is a setting like any other."""
+def test_evci2019_on_digits_from_a_config_file(capsys, tmp_path):
+    """evci2019 sets model, sparsity and seed itself: the rest of a setting reaches every run,
+    the pruned sources too (one model, two sparsities, one seed at smoke scale)."""
     root = tmp_path / "root"
     file = tmp_path / "mine.yaml"
-    file.write_text("dataset: digits\ndata:\n  heldout: 200\nseed: 3\n")
-    res, _ = _reproduce(capsys, root, "evci2019", "model=mlp", extra=["-c", str(file)])
-    assert res["setting"] == ["dataset=digits", "data.heldout=200", "seed=3", "model=mlp"]
+    file.write_text("dataset: digits\ndata:\n  heldout: 200\n")
+    res, _ = _reproduce(capsys, root, "evci2019", "optim.lr=0.1", extra=["-c", str(file)])
+    assert res["setting"] == ["dataset=digits", "data.heldout=200", "optim.lr=0.1"]
     assert {c["number"] for c in res["claims"]} == {5}
     runs = _stored(root)
-    assert len(runs) == 3
+    assert len(runs) == 4  # scratch and its pruned source at 80% and 95%
     for r in runs:
         c = r["config"]
-        assert (c["dataset"], c["model"], c["data"]["heldout"]) == ("digits", "mlp", 200)
-    assert {r["config"]["seed"] for r in runs if r["config"]["method"] != "gradual"} == {3}
+        assert (c["dataset"], c["model"], c["data"]["heldout"], c["optim"]["lr"]) == \
+            ("digits", "lenet300", 200, 0.1)
+    assert sorted((r["config"]["method"], r["config"]["seed"], r["config"]["sparsity"])
+                  for r in runs) == [("gradual", 1000, 0.8), ("gradual", 1000, 0.95),
+                                     ("static", 0, 0.8), ("static", 0, 0.95)]
 
 
 @pytest.mark.slow

@@ -161,8 +161,11 @@ def _record(store: Store, eps: list[Any], name: str, path: Path) -> None:
 def interpolate_runs(root: str | Path, spec_a: str, spec_b: str, *,
                      alphas: str = "-0.2:1.2:29", split: str = "train", mask: str = "shared",
                      bn_reset: bool = True, batch_size: int = 1000,
-                     out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+                     examples: int | None = None, out: str | Path | None = None,
+                     progress: bool = False) -> dict[str, Any]:
     """Loss and accuracy along theta(a) = (1 - a) theta_A + a theta_B; barrier and monotonicity.
+
+    ``examples``: evaluate on the first N examples of the split (default: all of it).
 
     Written to ``result.json``, ``path.csv``, ``path.png``/``.svg`` under
     ``ROOT/analyses/interpolate-A-B`` and recorded as an artifact of both runs.
@@ -182,6 +185,7 @@ def interpolate_runs(root: str | Path, spec_a: str, spec_b: str, *,
         except ValueError as e:
             raise _user(e, "--mask") from None
         x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+        x, y = x[:examples], y[:examples]
         try:
             res = linear_path(a.model, _params(a.model), _params(b.model), x, y, grid,
                               masks=masks, bn_reset=bn_reset, bn_x=data.x_train,
@@ -190,7 +194,7 @@ def interpolate_runs(root: str | Path, spec_a: str, spec_b: str, *,
             raise _user(e, "analyze interpolate") from None
         outdir = _outdir(root, "interpolate", [a.label, b.label], out)
         result = {"a": a.label, "b": b.label, "a_run": a.run_id, "b_run": b.run_id,
-                  "split": split, "mask": mask, "bn_reset": bn_reset,
+                  "split": split, "mask": mask, "bn_reset": bn_reset, "examples": len(y),
                   "alphas": res.alphas, "loss": res.loss, "accuracy": res.accuracy,
                   "barrier": res.barrier, "barrier_alpha": res.barrier_alpha,
                   "monotone": res.monotone, "loss_a": res.loss_a, "loss_b": res.loss_b,
@@ -210,8 +214,13 @@ def interpolate_runs(root: str | Path, spec_a: str, spec_b: str, *,
 def curve_runs(root: str | Path, spec_a: str, spec_b: str, *, kind: str = "bezier",
                subspace: str = "sparse", epochs: int = 10, lr: float | None = None,
                batch_size: int = 128, seed: int = 0, points: int = 21,
-               out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
-    """Fit a Bezier or polygonal-chain curve between two runs and compare it with the line."""
+               examples: int | None = None, out: str | Path | None = None,
+               progress: bool = False) -> dict[str, Any]:
+    """Fit a Bezier or polygonal-chain curve between two runs and compare it with the line.
+
+    The curve is fitted on the whole training set and evaluated, like the line, on its first
+    ``examples`` examples (default: all of them).
+    """
     from sparseflow.landscape.curve_fit import fit_curve
     from sparseflow.landscape.paths import combine_masks, linear_path
     from sparseflow.plots import plot_lines
@@ -225,20 +234,22 @@ def curve_runs(root: str | Path, spec_a: str, spec_b: str, *, kind: str = "bezie
         if subspace == "sparse" and masks is None:
             raise UserError("--subspace sparse needs sparse endpoints (these runs are dense)")
         x, y = data.x_train, data.y_train
+        ex, ey = x[:examples], y[:examples]
         sa, sb = _params(a.model), _params(b.model)
         ts = [i / (points - 1) for i in range(points)]
         opts: dict[str, Any] = {} if lr is None else {"lr": lr}
         try:
             res = fit_curve(a.model, sa, sb, x, y, kind=kind, subspace=subspace, masks=masks,
                             epochs=epochs, batch_size=batch_size, seed=seed, eval_ts=ts,
-                            progress=progress, **opts)
-            line = linear_path(a.model, sa, sb, x, y, ts, masks=masks, bn_x=x)
+                            eval_x=ex, eval_y=ey, progress=progress, **opts)
+            line = linear_path(a.model, sa, sb, ex, ey, ts, masks=masks, bn_x=x)
         except ValueError as e:
             raise _user(e, "analyze curve") from None
         outdir = _outdir(root, f"curve-{kind}-{subspace}", [a.label, b.label], out)
         line_max = max(line.loss)
         result = {"a": a.label, "b": b.label, "a_run": a.run_id, "b_run": b.run_id,
-                  "kind": kind, "subspace": subspace, "epochs": epochs, "ts": res.ts,
+                  "kind": kind, "subspace": subspace, "epochs": epochs, "examples": len(ey),
+                  "ts": res.ts,
                   "loss": res.loss, "accuracy": res.accuracy, "max_loss": res.max_loss,
                   "max_t": res.max_t, "linear_loss": line.loss, "linear_max_loss": line_max,
                   "linear_barrier": line.barrier, "train_history": res.train_history,
@@ -314,16 +325,23 @@ def _sweep(sweep_or_file: Any) -> Any:
 
 def scsdc_results(root: str | Path, sweep_file: Any, *, out: str | Path | None = None
                   ) -> dict[str, Any]:
-    """Per SC-SDC cell, one-sided p-values of H1: acc(sparse) > acc(dense) over seeds."""
+    """Per SC-SDC cell, one-sided p-values of H1: acc(sparse) > acc(dense) over seeds.
+
+    Returns ``rows`` (one per cell with a finished run: its axes, n, means, Welch and
+    Mann-Whitney statistics), ``runs`` (every run of the sweep: its cell's axes, ``kind``,
+    ``seed``, ``status`` and ``accuracy``, None unless finished; for intervals over seeds and
+    for counting diverged runs), ``dir`` and ``pending``.
+    """
     from sparseflow.analysis.tables import scsdc_table
     from sparseflow.sweep.spec import scsdc_cells
 
     sweep = _sweep(sweep_file)
     cells = scsdc_cells(sweep)
     runs = _runs_of(root, [c for _, _, c in cells])
-    pairs = [{"cell": cell, "kind": kind, "accuracy": r["summary"].get("test_accuracy")
+    pairs = [{"cell": cell, "kind": kind, "seed": cfg.seed, "status": r.get("status"),
+              "accuracy": r["summary"].get("test_accuracy")
               if r.get("status") == "finished" else None}
-             for (cell, kind, _), r in zip(cells, runs, strict=True)]
+             for (cell, kind, cfg), r in zip(cells, runs, strict=True)]
     rows = scsdc_table(pairs)
     table = [{**dict(r["cell"]), **{k: v for k, v in r.items() if k != "cell"}} for r in rows]
     outdir = Path(out) if out else Path(root) / "analyses" / f"scsdc-{sweep.name}"
@@ -335,6 +353,8 @@ def scsdc_results(root: str | Path, sweep_file: Any, *, out: str | Path | None =
             w.writeheader()
             w.writerows(table)
     return {"sweep": sweep.name, "rows": table, "dir": str(outdir),
+            "runs": [{**dict(p["cell"]), **{k: p[k] for k in ("kind", "seed", "status",
+                                                             "accuracy")}} for p in pairs],
             "pending": sum(1 for r in runs if r.get("status") != "finished")}
 
 
@@ -356,18 +376,51 @@ def format_scsdc(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def correlate(root: str | Path, sweep_file: Any, *, out: str | Path | None = None
-              ) -> dict[str, Any]:
+def correlate(root: str | Path, sweep_file: Any, *, out: str | Path | None = None,
+              by: str | None = None) -> dict[str, Any]:
     """Kendall/Spearman of each gradient-flow measure (mean over 11 points) with test accuracy
-    and loss, separately for the sweep's sparse and dense runs."""
-    from sparseflow.analysis.tables import correlation_table, format_correlations
+    and loss, separately for the sweep's sparse and dense runs.
+
+    ``sweep_file``: a sweep (file or ``Sweep``) or a list of them, whose runs are pooled (a run
+    in two of them counts once). ``by``: a dotted config key (e.g. ``arch.depth``) whose values
+    split the runs into strata, each correlated on its own besides the pooled rows. Returns
+    ``rows`` (:func:`~sparseflow.analysis.tables.correlation_table`), ``table`` (text), ``dir``
+    and ``runs``: per finished run its ``run_id``, ``group`` (sparse/dense), ``stratum`` and
+    the summary values of every measure and target (for resampling runs).
+    """
+    from sparseflow import typed
+    from sparseflow.analysis.tables import (
+        FLOW_MEASURES,
+        MEASURE_NAMES,
+        POOLED,
+        correlation_table,
+        format_correlations,
+    )
+    from sparseflow.config import run_id
     from sparseflow.sweep.spec import expand
 
-    sweep = _sweep(sweep_file)
-    runs = _runs_of(root, expand(sweep))
-    rows = correlation_table(runs, lambda r: r["config"].method != "dense")
-    outdir = Path(out) if out else Path(root) / "analyses" / f"correlate-{sweep.name}"
+    sweeps = [_sweep(s) for s in (sweep_file if isinstance(sweep_file, list | tuple)
+                                  else [sweep_file])]
+    configs = list({run_id(c): c for s in sweeps for c in expand(s)}.values())
+    runs = _runs_of(root, configs)
+
+    def stratum(r: dict[str, Any]) -> str:
+        if by is None:
+            return POOLED
+        return f"{by.rsplit('.', 1)[-1]}={typed.flatten(typed.to_dict(r['config'])).get(by)}"
+
+    def is_sparse(r: dict[str, Any]) -> bool:
+        return r["config"].method != "dense"
+
+    rows = correlation_table(runs, is_sparse, stratum if by else None)
+    name = "+".join(s.name for s in sweeps)
+    outdir = Path(out) if out else Path(root) / "analyses" / f"correlate-{name}"
     outdir.mkdir(parents=True, exist_ok=True)
     _write_atomic(outdir / "correlations.json", json.dumps(rows, indent=1))
-    return {"sweep": sweep.name, "rows": rows, "table": format_correlations(rows),
-            "dir": str(outdir)}
+    points = [{"run_id": run_id(r["config"]), "group": "sparse" if is_sparse(r) else "dense",
+               "stratum": stratum(r),
+               **{MEASURE_NAMES[m]: r["summary"].get(m) for m in FLOW_MEASURES},
+               **{t: r["summary"].get(t) for t in ("test_accuracy", "test_loss")}}
+              for r in runs if r.get("status") == "finished"]
+    return {"sweep": name, "rows": rows, "table": format_correlations(rows),
+            "dir": str(outdir), "runs": points}

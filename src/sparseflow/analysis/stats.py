@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,3 +187,81 @@ def correlations(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
     r = st.spearmanr(xs, ys)
     return {"n": len(pairs), "kendall_tau": float(k.statistic), "kendall_p": float(k.pvalue),
             "spearman_rho": float(r.statistic), "spearman_p": float(r.pvalue)}
+
+
+# -- Kendall tau-b and bootstraps over groups (the tessera2021 preset's claims) ---------------
+def _signs(v: np.ndarray) -> np.ndarray:
+    return np.sign(v[:, None] - v[None, :])
+
+
+def _tau_b(sx: np.ndarray, sy: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of every resample: ``counts`` (B x n) says how often each of n runs is
+    drawn; a pair of draws contributes sign(x_i - x_j) sign(y_i - y_j) (two draws of one run:
+    0, tied in both), tau-b = sum sx sy / sqrt(sum |sx| * sum |sy|)."""
+    def quad(m: np.ndarray) -> np.ndarray:
+        return ((counts @ m) * counts).sum(axis=1)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return quad(sx * sy) / np.sqrt(quad(np.abs(sx)) * quad(np.abs(sy)))
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b (tie-corrected; docs/science.md section 8): ``(P - Q) / sqrt((P + Q +
+    T_x)(P + Q + T_y))`` with P / Q the concordant / discordant pairs and T_x (T_y) the pairs
+    tied in y only (x only); NaN when x or y is constant."""
+    sx, sy = _signs(np.asarray(x, float)), _signs(np.asarray(y, float))
+    return float(_tau_b(sx, sy, np.ones((1, len(x))))[0])
+
+
+def tau_gap(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], y: Sequence[float], *,
+            level: float = 0.95, n_boot: int = 4000, seed: int = 0
+            ) -> tuple[float, float, float]:
+    """``max_i |tau(a_i, y)| - max_j |tau(b_j, y)|`` (Kendall tau-b over the runs) and its
+    percentile bootstrap interval: ``n_boot`` resamples of the n runs with replacement
+    (``numpy.random.default_rng(seed)``, the same resample for every measure), the maxima taken
+    within each resample. ``a`` and ``b`` hold measures, each a value per run. Resamples where a
+    tau is undefined (a constant measure) are left out; (gap, NaN, NaN) with fewer than 3 runs.
+    """
+    yv = np.asarray(y, float)
+    n = yv.size
+    sy = _signs(yv)
+    sa = [_signs(np.asarray(m, float)) for m in a]
+    sb = [_signs(np.asarray(m, float)) for m in b]
+
+    def gap(counts: np.ndarray) -> np.ndarray:
+        ta = np.max([np.abs(_tau_b(s, sy, counts)) for s in sa], axis=0)
+        tb = np.max([np.abs(_tau_b(s, sy, counts)) for s in sb], axis=0)
+        return ta - tb
+
+    point = float(gap(np.ones((1, n)))[0])
+    if n < 3:
+        return point, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    boot = gap(rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float))
+    boot = boot[np.isfinite(boot)]
+    if boot.size < n_boot / 2:
+        return point, float("nan"), float("nan")
+    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return point, float(low), float(high)
+
+
+def group_bootstrap(groups: Mapping[Hashable, Sequence[float]],
+                    stat: Callable[[Mapping[Hashable, np.ndarray]], np.ndarray], *,
+                    level: float = 0.95, n_boot: int = 4000, seed: int = 0
+                    ) -> tuple[float, float, float]:
+    """``stat`` of the groups' means and its percentile bootstrap interval over seeds: each
+    group (the seeds of one cell and kind) is resampled on its own, with replacement and its
+    own size (``numpy.random.default_rng(seed)``, groups in the mapping's order), as
+    ``analysis.stats.bootstrap_diff_ci`` does for two. ``stat`` maps ``{group: means}`` (arrays)
+    to an array. (value, NaN, NaN) when a group has fewer than 2 values (no spread)."""
+    means = {k: np.asarray([np.mean(v)]) for k, v in groups.items()}
+    point = float(np.asarray(stat(means))[0])
+    if any(len(v) < 2 for v in groups.values()):
+        return point, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    boot = {}
+    for k, v in groups.items():
+        xs = np.asarray(v, float)
+        boot[k] = xs[rng.integers(0, xs.size, size=(n_boot, xs.size))].mean(axis=1)
+    low, high = np.quantile(np.asarray(stat(boot)), [(1 - level) / 2, (1 + level) / 2])
+    return point, float(low), float(high)

@@ -24,46 +24,77 @@ from sparseflow.analysis.stats import correlations, one_sided_tests, summarize
 from sparseflow.flow.signal import by_init
 from sparseflow.landscape.compare import Comparison
 
-FLOW_MEASURES = ("grad_l1_mean11", "grad_l2_mean11", "egf_l1_mean11", "egf_l2_mean11")
+#: summary keys of the gradient-flow measures (means over the 11 evenly spaced points)
+FLOW_MEASURES = ("grad_l1_mean11", "grad_l2_mean11", "egf_l1_mean11", "egf_l2_mean11",
+                 "grad_w_l1_mean11", "grad_w_l2_mean11", "egf_all_l1_mean11",
+                 "egf_all_l2_mean11")
+#: their names in tables: ``||g||_p`` and ``EGF_p`` are the historical pair (all parameters
+#: vs Linear/Conv weights); ``||g_w||_p`` is the norm over the weights, ``EGF_all_p`` EGF over
+#: every parameter tensor (docs/science.md section 4)
 MEASURE_NAMES = {"grad_l1_mean11": "||g||_1", "grad_l2_mean11": "||g||_2",
-                 "egf_l1_mean11": "EGF_1", "egf_l2_mean11": "EGF_2"}
+                 "egf_l1_mean11": "EGF_1", "egf_l2_mean11": "EGF_2",
+                 "grad_w_l1_mean11": "||g_w||_1", "grad_w_l2_mean11": "||g_w||_2",
+                 "egf_all_l1_mean11": "EGF_all_1", "egf_all_l2_mean11": "EGF_all_2"}
+#: the measures over one set of parameters: (gradient norms, EGFs), p = 1, 2. ``weights``:
+#: the Linear/Conv weight tensors, masked (the set Tessera et al. define EGF over); ``all``:
+#: every trainable parameter tensor (weights, biases, BatchNorm, learnable activations)
+PARAMETER_SETS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
+    "weights": (("||g_w||_1", "||g_w||_2"), ("EGF_1", "EGF_2")),
+    "all": (("||g||_1", "||g||_2"), ("EGF_all_1", "EGF_all_2")),
+}
+POOLED = "pooled"
 
 
 def correlation_table(runs: Sequence[Mapping[str, Any]],
-                      is_sparse: Callable[[Mapping[str, Any]], bool]) -> list[dict[str, Any]]:
+                      is_sparse: Callable[[Mapping[str, Any]], bool],
+                      by: Callable[[Mapping[str, Any]], str] | None = None
+                      ) -> list[dict[str, Any]]:
     """Kendall tau and Spearman rho (p-values) of each flow measure with test accuracy and test
     loss, separately for sparse and dense runs (Tessera et al. 2021's correlation table).
 
-    ``runs`` are dicts with ``summary`` and ``config``; finished runs only.
+    ``runs`` are dicts with ``summary`` and ``config``; finished runs only. Every row has
+    ``stratum``: ``"pooled"`` over all runs of the group, and with ``by`` (a run -> stratum
+    name, e.g. ``"depth=2"``) also one row per stratum, in order of first appearance.
     """
     rows = []
     for group in ("sparse", "dense"):
         members = [r for r in runs if (r.get("status") == "finished")
                    and (is_sparse(r) == (group == "sparse"))]
-        for m in FLOW_MEASURES:
-            xs = [r["summary"].get(m) for r in members]
-            for target in ("test_accuracy", "test_loss"):
-                ys = [r["summary"].get(target) for r in members]
-                ok = [(x, y) for x, y in zip(xs, ys, strict=True)
-                      if x is not None and y is not None]
-                c = correlations([p[0] for p in ok], [p[1] for p in ok])
-                rows.append({"group": group, "measure": MEASURE_NAMES[m], "target": target, **c})
+        strata: dict[str, list[Mapping[str, Any]]] = {POOLED: members}
+        if by is not None:
+            for r in members:
+                strata.setdefault(by(r), []).append(r)
+        for stratum, rs in strata.items():
+            for m in FLOW_MEASURES:
+                xs = [r["summary"].get(m) for r in rs]
+                for target in ("test_accuracy", "test_loss"):
+                    ys = [r["summary"].get(target) for r in rs]
+                    ok = [(x, y) for x, y in zip(xs, ys, strict=True)
+                          if x is not None and y is not None]
+                    c = correlations([p[0] for p in ok], [p[1] for p in ok])
+                    rows.append({"group": group, "measure": MEASURE_NAMES[m], "target": target,
+                                 "stratum": stratum, **c})
     return rows
 
 
 def format_correlations(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The correlation table as text: |tau| (p) per measure, group and target."""
+    """The correlation table as text: tau (p) per measure, group and target; one block per
+    stratum when the rows have strata besides ``pooled``."""
     cols = [(g, t) for g in ("sparse", "dense") for t in ("test_loss", "test_accuracy")]
     head = f"{'measure':10s}" + "".join(f"{g + ' ' + t.split('_')[1]:>24s}" for g, t in cols)
     lines = [head, "(Kendall tau, p; Spearman rho in the JSON)"]
-    by = {(r["group"], r["target"], r["measure"]): r for r in rows}
-    for m in MEASURE_NAMES.values():
-        cells = []
-        for g, t in cols:
-            r = by.get((g, t, m))
-            cells.append("-" if r is None or r["n"] < 3 else
-                         f"{r['kendall_tau']:+.3f} (p {r['kendall_p']:.3f}) n={r['n']}")
-        lines.append(f"{m:10s}" + "".join(f"{c:>24s}" for c in cells))
+    by = {(r["group"], r["target"], r["measure"], r.get("stratum", POOLED)): r for r in rows}
+    strata = list(dict.fromkeys(r.get("stratum", POOLED) for r in rows))
+    for stratum in strata:
+        if strata != [POOLED]:
+            lines.append(f"-- {stratum}")
+        for m in MEASURE_NAMES.values():
+            cells = []
+            for g, t in cols:
+                r = by.get((g, t, m, stratum))
+                cells.append("-" if r is None or r["n"] < 3 else
+                             f"{r['kendall_tau']:+.3f} (p {r['kendall_p']:.3f}) n={r['n']}")
+            lines.append(f"{m:10s}" + "".join(f"{c:>24s}" for c in cells))
     return "\n".join(lines)
 
 

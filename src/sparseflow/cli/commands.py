@@ -283,9 +283,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from sparseflow.studies.reproduce import reproduce
 
+    if args.no_probe and not args.dry_run:
+        raise UserError("reproduce: --no-probe goes with --dry-run")
     res = reproduce(args.paper, args.scale, _root(args), overrides=args.overrides,
                     config_file=args.config, workers=args.workers,
-                    progress=not args.no_progress, echo=lambda m: print(m, file=sys.stderr))
+                    progress=not args.no_progress, echo=lambda m: print(m, file=sys.stderr),
+                    dry_run=args.dry_run, probe=not args.no_probe)
+    if args.dry_run and not args.json:
+        from sparseflow.studies.dryrun import dry_run_text
+
+        print(dry_run_text(res))
+        return 0
     if args.json:
         print(json.dumps(_finite(res), sort_keys=True))
         return 0
@@ -295,6 +303,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if res["setting"]:  # the setting under the title line
         head += "\nsetting: " + " ".join(res["setting"])
     print(f"{head}\n{rest}" if rest else head)
+    return 0
+
+
+def cmd_reproduce_doc(args: argparse.Namespace) -> int:
+    from sparseflow.studies.document import write_document
+
+    root = _root(args)
+    command = "sparseflow reproduce-doc" + (f" --root {args.root}" if args.root else "") + (
+        f" --out {args.out}" if args.out != "REPRODUCTION.md" else "")
+    text = write_document(root, args.out, command=command)
+    if args.out == "-":
+        print(text, end="")
+    else:
+        print(f"written to {args.out}")
     return 0
 
 
@@ -357,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sparseflow`` command."""
     handlers = {"run": cmd_run, "config": cmd_config, "runs": cmd_runs,
                 "analyze": cmd_analyze, "sweep": cmd_sweep, "scsdc": cmd_scsdc,
-                "report": cmd_report, "reproduce": cmd_reproduce, "demo": cmd_demo,
+                "report": cmd_report, "reproduce": cmd_reproduce,
+                "reproduce-doc": cmd_reproduce_doc, "demo": cmd_demo,
                 "export": cmd_export}
     try:
         args = build_parser().parse_args(argv)

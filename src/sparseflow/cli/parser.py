@@ -245,7 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
             "an hour on 2 cores), paper (the papers' settings, for a GPU cluster). -c FILE and "
             "--set KEY=VALUE run the study on your own setting (e.g. --set dataset=digits "
             "model=mlp), over the preset's base, for every run; the keys a study varies itself "
-            "(the methods it compares, their inits, the seeds) are refused.", 88),
+            "(the methods it compares, their inits, the seeds) are refused. Before anything "
+            "trains, every dataset of the planned runs must be here or downloadable now; "
+            "--dry-run lists every run with its estimated cost instead of training. "
+            "claims.json records the command, seeds, wall time and environment, from which "
+            "'sparseflow reproduce-doc' writes REPRODUCTION.md.", 88),
         epilog=_config_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     rr.add_argument("paper", choices=("evci2022", "tessera2021", "evci2019"))
     rr.add_argument("--scale", choices=("smoke", "cpu", "paper"), default="smoke")
@@ -253,8 +257,29 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--workers", type=_int(0, MAX_WORKERS), default=None,
                     help="sweep workers (0: in-process)")
     rr.add_argument("--no-progress", action="store_true")
+    rr.add_argument("--dry-run", action="store_true",
+                    help="list every run (the sources it needs too) with its config and its "
+                    "estimated cost (steps, FLOPs, CPU hours on this machine from a short "
+                    "timed probe, GPU hours at an assumed throughput), the analyses and "
+                    "whether the data is here; trains, downloads and writes nothing")
+    rr.add_argument("--no-probe", action="store_true",
+                    help="with --dry-run: estimate CPU time at an assumed FLOP rate instead "
+                    "of timing a few training steps of each architecture")
     rr.add_argument("--json", action="store_true", help="one JSON object")
     _root_arg(rr)
+
+    rd = sub.add_parser(
+        "reproduce-doc", help="write REPRODUCTION.md from the stored reproductions",
+        description=textwrap.fill(
+            "Writes a Markdown document of every reproduction under ROOT/reproduce (the "
+            "claims.json of each 'sparseflow reproduce' run; the cpu scale first, then the "
+            "others found): per paper the setting, the command, the wall time, the seeds and "
+            "the environment it was measured in (commit, CPU, torch, Python), and per claim "
+            "the paper's reported value, the measured value with its effect and 95% interval, "
+            "the verdict and its rule.", 88))
+    rd.add_argument("--out", default="REPRODUCTION.md",
+                    help="output file (default ./REPRODUCTION.md; '-' = stdout)")
+    _root_arg(rd)
 
     rp = sub.add_parser(
         "report", help="a self-contained HTML report of runs",

@@ -12,6 +12,16 @@ running statistics and without touching any ``.grad``.
   Linear/Conv weight tensors (a layer without a mask has M_l = 1, so for a dense network EGF_1 =
   ||g_weights||_1 / L); with ``per_active=True`` each layer's norm is divided by its active count
   (layers with none are skipped) and reported as ``egf_l{1,2}_per_active``.
+
+The two families above cover different parameters (``grad`` all of them, ``egf`` the weights
+only), so for comparing them (claim 6 of docs/science.md section 7) each also exists over the
+other family's set:
+
+- ``grad_w_l{1,2}``: ||g||_p over the same L weight tensors as ``egf`` (masked), so that
+  ``grad_w_l1 = L * egf_l1`` exactly and ``grad_w_l2 = sqrt(sum_l ||g_l * M_l||_2^2)``.
+- ``egf_all_l{1,2}``: EGF over every trainable parameter tensor, ``(1/T) sum_t ||g_t * M_t||_p``
+  over the T tensors that ``grad_l{1,2}`` covers (weights, biases, normalisation and learnable
+  activation parameters; ``M_t = 1`` for a tensor without a mask).
 """
 
 from __future__ import annotations
@@ -98,6 +108,10 @@ def norms_from_gradients(
                 act_l2.append(m2[i] / active)
     out["egf_l1"] = sum(layer_l1) / max(1, len(layer_l1))
     out["egf_l2"] = sum(layer_l2) / max(1, len(layer_l2))
+    out["grad_w_l1"] = sum(layer_l1)
+    out["grad_w_l2"] = sum(v * v for v in layer_l2) ** 0.5
+    out["egf_all_l1"] = sum(m1) / max(1, len(m1))
+    out["egf_all_l2"] = sum(m2) / max(1, len(m2))
     if per_active:
         out["egf_l1_per_active"] = sum(act_l1) / max(1, len(act_l1))
         out["egf_l2_per_active"] = sum(act_l2) / max(1, len(act_l2))
@@ -118,7 +132,8 @@ def gradient_flow(
 
     ``masks`` maps parameter names to bool tensors (a ``MaskSet.masks`` dict, or None for a dense
     model). Returns ``grad_l1``, ``grad_l2``, ``grad_unmasked_l{1,2}``, ``egf_l{1,2}``,
-    per-layer ``grad_l{1,2}/<name>`` and ``loss``.
+    ``grad_w_l{1,2}`` (weights only), ``egf_all_l{1,2}`` (every parameter tensor), per-layer
+    ``grad_l{1,2}/<name>`` and ``loss``.
     """
     grads, loss = dense_gradients(model, x, y, loss_fn)
     weight_names = list(select_weights(model))

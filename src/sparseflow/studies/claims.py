@@ -36,6 +36,52 @@ class Claim:
     ci_high: float | None = None
     n: int | None = None  # seeds (per side) the interval is over
     rule: str = ""  # how the interval became the verdict
+    reported: str = ""  # what the paper reports for it ("": see PAPER_REPORTED)
+
+
+#: what the papers report for the claims of docs/science.md section 7 (section 9: the papers'
+#: text and tables; "~" marks a reading of a figure): (claim number, a word of the claim's
+#: text that picks the entry, None: any claim of that number, what the paper reports); a
+#: claim without an entry is one the paper states without a number
+PAPER_REPORTED: tuple[tuple[int, str | None, str], ...] = (
+    (1, "dense init", "LeNet5 output std with the dense init at 90% sparsity: ~4e-4 (figure "
+        "reading)"),
+    (1, "sparsity-aware", "LeNet5 output std with the sparse init: ~1 up to ~80% sparsity "
+        "(figure reading)"),
+    (2, "lottery", "early ||g||_2: Lottery ~0.05 (figure reading); as this claim's effect "
+        "(over Small Dense, the lowest healthy run): 0.05 / 1.1 = ~0.045"),
+    (2, None, "early ||g||_2, LeNet5 on MNIST at 95%: Scratch ~0.04, Scratch+ ~1.15, Small "
+        "Dense ~1.1, RigL+ ~2.55 (figure reading); as this claim's effect: 0.04 / 1.1 = "
+        "~0.036"),
+    (3, "inverted", "change of ||g||_2 at RigL inverted+'s early updates: ~0 (figure "
+        "reading)"),
+    (3, "set", "change of ||g||_2 at early updates: SET+ ~+0.05 to +0.2 against RigL+'s ~+1.2 "
+        "to +1.5 (figure reading)"),
+    (3, None, "change of ||g||_2 at RigL+'s early mask updates: ~+1.2 to +1.5 (figure "
+        "reading)"),
+    (4, "ensembl", "5-model ensembles on the test set: tickets 98.58% (one ticket 98.52 ± "
+        "0.02), scratch 98.00% (one scratch run 97.04 ± 0.15)"),
+    (4, None, "LeNet5: test disagreement with the pruned solution: ticket 0.0089, scratch "
+        "0.0278 (as this claim's effect: +0.0189); training loss on the line to pruned peaks "
+        "~1.85 from scratch, ~0.03 from the ticket"),
+    (6, None, "correlation with test accuracy, sparse MLPs on Fashion-MNIST (the statistic "
+        "is not stated): EGF_1 0.373, ||g||_1 0.316, ||g||_2 0.292"),
+    (7, "batchnorm helps", "SGD with momentum: p-values of sparse > dense ~1 without "
+        "BatchNorm, <= 0.008 with BatchNorm"),
+    (7, "adam", "CIFAR-100: Adam + L2 + BatchNorm 1-5% test accuracy, AdamW ~17-28%"),
+    (7, "prelu", "PReLU significant (sparse > dense) for all five optimisers, Swish for "
+        "three"),
+)
+NOT_REPORTED = "no number (the paper states it qualitatively)"
+
+
+def paper_reported(number: int, text: str = "") -> str:
+    """What the paper reports for claim ``number`` with claim text ``text`` (the first entry
+    of ``PAPER_REPORTED`` of that number whose word is in the text), or that it reports no
+    number."""
+    low = text.lower()
+    return next((value for n, word, value in PAPER_REPORTED
+                 if n == number and (word is None or word in low)), NOT_REPORTED)
 
 
 def finite(v: float) -> float | None:
@@ -93,13 +139,15 @@ def claims_markdown(paper: str, scale: str, claims: list[Claim],
     lines = [f"# {paper}, {scale} scale", "", f"setting: {where}", "",
              "| # | claim | verdict | measured | effect [95% CI] (n) |",
              "|---|---|---|---|---|"]
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|")
-
     lines += [f"| {c.number} | {cell(c.text)} | {c.verdict} | {cell(c.measured)} | "
               f"{effect_text(c.effect, c.ci_low, c.ci_high, c.n)} |" for c in claims]
     rules = [f"- claim {c.number}: {c.rule}" for c in claims if c.rule]
     return "\n".join(lines + (["", "Verdict rules:", *rules] if rules else [])) + "\n"
+
+
+def cell(text: str) -> str:
+    """``text`` as a Markdown table cell: ``|`` escaped, on one line."""
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def effect_text(effect: float | None, low: float | None, high: float | None,

@@ -5,7 +5,7 @@ gradient norm at mask updates, and lottery tickets re-learning the pruning solut
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,27 @@ def run_configs(scale: str, setting: Setting) -> dict[tuple[str, int], Config]:
 def plan(scale: str, setting: Setting) -> list[Config]:
     """Every run the preset trains itself at ``scale`` (sources added by the sweep)."""
     return list(run_configs(scale, setting).values())
+
+
+def analysis_plan(scale: str, configs: Sequence[Config]) -> list[dict[str, Any]]:
+    """The analyses after training of the preset's runs ``configs`` (``plan``'s), as
+    ``studies/evci2019.py`` lists them (for the dry run's cost): the comparison of the pruned
+    solution, the tickets and the scratch runs on the test set, and the line (11 points on the
+    training set) from each ticket and scratch run to the pruned solution."""
+    from sparseflow.studies.cost import run_info
+
+    ends = [c for c in configs if c.method == "lottery"]
+    ends += [c for c in configs if c.method == "static" and c.init != "sparse"]
+    if not ends:
+        return []
+    out: list[dict[str, Any]] = [{
+        "kind": "compare", "label": f"compare {1 + len(ends)} solutions (pruned, tickets, "
+        "scratch) on the test set", "config": ends[0], "points": 1 + len(ends),
+        "examples": run_info(ends[0]).n_test, "epochs": 0}]
+    out += [{"kind": "interpolate", "label": f"line {c.method} seed {c.seed} -> pruned, 11 "
+             "points on the training set", "config": c, "points": 11, "examples": None,
+             "epochs": 0} for c in ends]
+    return out
 
 
 def _signal_claims(cfg: Config, setting: Setting, scale: str, sink: list | None = None

@@ -22,7 +22,11 @@ from sparseflow.flow.norms import gradient_flow
 from sparseflow.training.callbacks import Callback
 from sparseflow.training.sparsifier import SparsifierCallback
 
-SUMMARY_MEASURES = ("grad_l1", "grad_l2", "egf_l1", "egf_l2")
+#: measures averaged over the evenly spaced points into the summary (``<measure>_mean11``):
+#: the plain gradient norm and EGF, each over all parameters and over the weights only
+#: (docs/science.md section 4; claim 6 compares them over the same set)
+SUMMARY_MEASURES = ("grad_l1", "grad_l2", "egf_l1", "egf_l2", "grad_w_l1", "grad_w_l2",
+                    "egf_all_l1", "egf_all_l2")
 UPDATE_MEASURES = ("grad_l1", "grad_l2", "egf_l1", "egf_l2", "loss")
 
 
@@ -120,8 +124,9 @@ class FlowCallback(Callback):
         if not self.at_points:
             return
         for k in SUMMARY_MEASURES:
-            vals = [v[k] for v in self.at_points.values()]
-            summary[f"{k}_mean{self.n_points}"] = sum(vals) / len(vals)
+            vals = [v[k] for v in self.at_points.values() if k in v]
+            if len(vals) == len(self.at_points):  # a run resumed from before a measure existed
+                summary[f"{k}_mean{self.n_points}"] = sum(vals) / len(vals)
 
     def state_dict(self) -> dict[str, Any]:
         return {"at_points": {int(s): dict(v) for s, v in self.at_points.items()}}
