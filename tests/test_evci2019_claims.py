@@ -16,15 +16,16 @@ from sparseflow.studies.claims import FAILED, HELD, INCONCLUSIVE, UNMEASURABLE
 from sparseflow.studies.setting import Setting
 
 
-def _case(model, sp, seed, *, line=0.8, sparse=0.15, dense=0.02, monotone=True, kinds=None,
+def _case(model, sp, seed, *, line=0.8, sparse=0.15, dense=0.02, rise=0.0, kinds=None,
           scratch_loss=0.3):
     """One synthetic case: the same remaining barriers for both curve kinds unless ``kinds``
-    gives (sparse, dense) per kind."""
+    gives (sparse, dense) per kind; the init line rises by at most ``rise``."""
     rem = {"line": line}
     for kind in e19.KINDS:
         s, d = (kinds or {}).get(kind, (sparse, dense))
         rem[f"{kind}/sparse"], rem[f"{kind}/dense"] = s, d
-    return e19.CaseResult(model, sp, seed, monotone, 0.0, line, rem, (scratch_loss, 0.25))
+    return e19.CaseResult(model, sp, seed, rise == 0, rise, line, rem, (scratch_loss, 0.25),
+                          2.0)
 
 
 def _grid(gap_of, *, seeds=(0, 1, 2), models=("lenet300", "lenet5"), noise=0.01, **kw):
@@ -57,11 +58,12 @@ def test_case_result_reads_the_analyses():
     curve = {"ts": [0, 0.5, 1], "linear_loss": [0.3, 1.1, 0.2], "linear_barrier": 0.85}
     curves = {f"{k}/{s}": {**curve, "loss": [0.3, 0.3 + (0.2 if s == "sparse" else 0.05), 0.2]}
               for k in e19.KINDS for s in e19.SUBSPACES}
-    init = {"alphas": [0, 0.5, 1], "loss": [2.3, 1.0, 0.2], "monotone": True, "barrier": 0.1}
+    init = {"alphas": [0, 0.5, 1], "loss": [2.3, 1.0, 0.2], "monotone": True, "barrier": 0.1,
+            "loss_a": 2.3, "loss_b": 0.2}
     r = e19.case_result(("lenet5", 0.9, 2), {"init": init, "curves": curves})
     assert (r.model, r.sparsity, r.seed, r.monotone, r.init_rise) == ("lenet5", 0.9, 2, True, 0)
     assert r.line_barrier == 0.85 and r.remaining["line"] == pytest.approx(0.8)
-    assert r.endpoint_loss == (0.3, 0.2) and r.solved
+    assert r.endpoint_loss == (0.3, 0.2) and r.solved and r.init_drop == pytest.approx(2.1)
     assert r.gap("bezier") == pytest.approx(0.15) and r.gap() == pytest.approx(0.15)
 
 
@@ -187,14 +189,27 @@ def test_one_kind_can_hold_while_the_other_does_not():
 
 
 def test_lines_that_rise_fail_the_monotone_row():
-    cases = [_case("lenet300", sp, s, monotone=(s == 0 and sp == 0.8))
+    cases = [_case("lenet300", sp, s, rise=0.0 if (s, sp) == (0, 0.8) else 0.3)
              for sp in e19.SPARSITIES["cpu"] for s in range(3)]
     mono = e19.judge(cases)[0]
     assert mono.verdict == FAILED and mono.effect == pytest.approx(1 / 12)
     assert "1 of 12 lines" in mono.measured
-    some = e19.judge([_case("lenet300", sp, s, monotone=(s == 0)) for sp in e19.SPARSITIES["cpu"]
-                      for s in range(3)])[0]  # 4 of 12: the interval spans 1/2
+    assert "largest rise between neighbouring points 0.3" in mono.measured
+    some = e19.judge([_case("lenet300", sp, s, rise=0.0 if s == 0 else 0.3)
+                      for sp in e19.SPARSITIES["cpu"] for s in range(3)])[0]  # 4 of 12
     assert some.verdict == INCONCLUSIVE and some.ci_low < 0.5 < some.ci_high
+
+
+def test_rises_below_the_tolerance_still_count_as_monotone():
+    """A plateau at chance loss near a masked init wobbles by ~0.01 nats before a fall of ~2:
+    monotone for the claim, not for section 6's strict test (both are reported)."""
+    cases = [_case("lenet5", sp, s, rise=0.011) for sp in e19.SPARSITIES["cpu"] for s in range(3)]
+    mono = e19.judge(cases)[0]
+    assert mono.verdict == HELD and mono.effect == 1.0
+    assert "strictly monotone: 0 of 12" in mono.measured and "0.02 nats" in mono.rule
+    rows = e19.setting_rows(cases)
+    assert {r["mean"] for r in rows if "no rise" in r["measure"]} == {1.0}
+    assert {r["mean"] for r in rows if "strictly" in r["measure"]} == {0.0}
 
 
 def test_one_seed_is_inconclusive_and_nothing_is_unmeasurable():
@@ -215,6 +230,8 @@ def test_a_scratch_run_stuck_at_chance_is_left_out_of_the_barrier_rows():
     claims = e19.judge(cases)
     assert claims[0].n == 24  # the init line does not involve the scratch solution
     assert all(c.n == 23 and "left out: lenet5 98% seed 0" in c.measured for c in claims[1:4])
+    trend = _rows(claims, "grows with sparsity")
+    assert "left out" not in trend[0].measured and "left out" in trend[1].measured  # per model
     assert _rows(claims, "crosses")[0].effect == pytest.approx(0.8)  # not pulled down to 0
     rows = e19.setting_rows(cases)
     solved = [r for r in rows if (r["model"], r["sparsity"]) == ("lenet5", 0.98)
@@ -230,13 +247,13 @@ def test_a_scratch_run_stuck_at_chance_is_left_out_of_the_barrier_rows():
 def test_setting_rows_give_student_t_intervals_per_setting():
     cases = _grid(lambda sp: 0.1)
     rows = e19.setting_rows(cases)
-    assert len(rows) == 8 * (2 + len(e19._measures()))
+    assert len(rows) == 8 * (3 + len(e19._measures()))
     gap = [r for r in rows if r["model"] == "lenet5" and r["sparsity"] == 0.9
            and r["measure"] == "gap: bezier sparse - dense"][0]
     want = summarize([c.gap("bezier") for c in cases if (c.model, c.sparsity) == ("lenet5", 0.9)])
     assert (gap["n"], gap["mean"], gap["ci_low"], gap["ci_high"]) == \
         (3, want.mean, want.ci_low, want.ci_high)
-    mono = [r for r in rows if r["measure"].startswith("init")][0]
+    mono = [r for r in rows if r["measure"].startswith("init -> pruned: no rise")][0]
     assert mono["mean"] == 1.0 and mono["interval"] == "Clopper-Pearson"
 
 
