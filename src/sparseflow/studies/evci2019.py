@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from sparseflow.analysis.stats import correlations, summarize
+from sparseflow.analysis.stats import contrast_interval, correlations, summarize
 from sparseflow.config import Config, run_id
 from sparseflow.store.database import Store
 from sparseflow.store.paths import store_path
@@ -334,38 +334,6 @@ def largest_rise(alphas: Sequence[float], loss: Sequence[float]) -> float:
 
 def _finite(values: Sequence[float]) -> list[float]:
     return [float(v) for v in values if math.isfinite(v)]
-
-
-def contrast_interval(groups: Sequence[Sequence[float]], weights: Sequence[float],
-                      level: float = 0.95) -> tuple[float, float, float]:
-    """(effect, low, high) of a linear combination of group means, with Welch's t interval.
-
-    effect = sum_g w_g m_g (m_g, s_g^2, n_g: mean, sample variance and size of group g); its
-    standard error se = sqrt(sum_g a_g) with a_g = w_g^2 s_g^2 / n_g; Welch-Satterthwaite
-    degrees of freedom df = (sum_g a_g)^2 / sum_g (a_g^2 / (n_g - 1)); interval effect -+
-    t_{df, (1 + level)/2} se (``scipy.stats.t.ppf``). The groups are the fixed settings, the
-    values their seeds (docs/science.md section 8). NaN interval when a group has fewer than 2
-    values; a point when every group is constant.
-    """
-    arrs = [np.asarray(g, dtype=np.float64) for g in groups]
-    w = np.asarray(weights, dtype=np.float64)
-    if not arrs or len(arrs) != w.size:
-        raise ValueError("contrast_interval: one weight per group")
-    if any(a.size == 0 for a in arrs):
-        return (math.nan, math.nan, math.nan)
-    effect = float(w @ np.array([a.mean() for a in arrs]))
-    if any(a.size < 2 for a in arrs):
-        return (effect, math.nan, math.nan)
-    n = np.array([a.size for a in arrs], dtype=np.float64)
-    parts = w ** 2 * np.array([a.var(ddof=1) for a in arrs]) / n
-    se = math.sqrt(float(parts.sum()))
-    if se == 0.0:
-        return (effect, effect, effect)
-    from scipy.stats import t
-
-    df = float(parts.sum() ** 2 / (parts ** 2 / (n - 1)).sum())
-    half = float(t.ppf((1.0 + level) / 2.0, df)) * se
-    return (effect, effect - half, effect + half)
 
 
 def _mean_of_means(groups: Sequence[Sequence[float]]) -> float:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sparseflow.analysis.stats import bootstrap_diff_ci, bootstrap_ratio_ci
+from sparseflow.analysis.stats import bootstrap_ratio_ci
 from sparseflow.config import Config, run_id
 from sparseflow.factories import is_reference
 from sparseflow.store.database import Store
@@ -192,15 +192,16 @@ def ratio_claim(number: int, text: str, a: list[float], b: list[float], threshol
 def diff_claim(number: int, text: str, a: list[float], b: list[float] | None, *,
                measured: str, what: str) -> Claim:
     """A claim on ``mean(a) - mean(b)`` (``b`` None: on ``mean(a)``) against 0: the effect,
-    its 95% percentile bootstrap interval over seeds (``bootstrap_diff_ci`` /
-    ``bootstrap_ci``), n = len(a) and ``interval_verdict`` (held above 0, did not hold below
-    0, inconclusive when it spans 0 or n = 1); NaN values make it not measurable."""
-    from sparseflow.analysis.stats import bootstrap_ci
+    its 95% Welch t interval over seeds (``contrast_interval``; Satterthwaite degrees of
+    freedom -- with 3 seeds a side a percentile bootstrap is too narrow, docs/science.md
+    section 7), n = len(a) and ``interval_verdict`` (held above 0, did not hold below 0,
+    inconclusive when it spans 0 or n = 1); NaN values make it not measurable."""
+    from sparseflow.analysis.stats import contrast_interval
 
     if any(v != v for v in (*a, *(b or []))) or not a or (b is not None and not b):
         return Claim(number, text, UNMEASURABLE, measured + ": nothing measured")
-    effect = statistics.mean(a) - (statistics.mean(b) if b is not None else 0.0)
-    lo, hi = bootstrap_ci(a) if b is None else bootstrap_diff_ci(a, b)
+    effect, lo, hi = (contrast_interval([a], [1.0]) if b is None
+                      else contrast_interval([a, b], [1.0, -1.0]))
     return Claim(number, text, interval_verdict(lo, hi), f"{measured}: {effect:+.3g}",
                  effect=effect, ci_low=finite(lo), ci_high=finite(hi), n=len(a),
                  rule=what + ", inconclusive when it spans 0 or n = 1")
@@ -271,7 +272,7 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
             f"{k} {statistics.mean(v):+.3g}" for k, v in deltas.items()) + (
             f" (did not finish: {', '.join(bad)})"
             if (bad := [k for k in deltas if k in failed]) else "")
-        over = "95% bootstrap interval over seeds"
+        over = "95% Welch t interval over seeds"
         claims += [
             diff_claim(3, "RigL mask updates raise the gradient norm", deltas["rigl+"], None,
                        measured=said + "; RigL+", what=f"effect = mean change of ||g||_2 at "
@@ -283,8 +284,9 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
             ratio_claim(3, "... and RigL inverted's updates do not", deltas["rigl inverted+"],
                         deltas["rigl+"], 0.5, below=True,
                         measured=said + "; inverted / RigL+",
-                        what=f"effect = change at RigL inverted's updates / at RigL+'s, {over}"
-                        ": held when it lies below 0.5"),
+                        what="effect = change at RigL inverted's updates / at RigL+'s, 95% "
+                        "bootstrap interval over seeds (a ratio: each side resampled): held "
+                        "when it lies below 0.5"),
         ]
         ticket = finished_summary(store, cfgs[("lottery", 0)])
         pruned = ticket["ticket_source"]
@@ -310,7 +312,7 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
                for k, idx in (("tickets", lt_idx), ("scratch", sc_idx))}
         seeds_said = (f"; an ensemble of the {len(lts)} seeds over its mean member: tickets "
                       f"{ens['tickets']:+.4f}, scratch {ens['scratch']:+.4f}")
-    over = "95% bootstrap interval over seeds"
+    over = "95% Welch t interval over seeds"
     c4 = diff_claim(4, "A lottery ticket ends close to the pruning solution it came from: "
                     "same basin, low disagreement", dis_sc, dis_lt,
                     measured=f"disagreement with pruned: ticket {d_lt:.4f} vs scratch "
