@@ -459,6 +459,16 @@ def _left_out(stuck: Sequence[CaseResult]) -> str:
             + ")")
 
 
+def _against(text: str, interval: tuple[float, float, float], threshold: float, n: int,
+             measured: str, rule: str) -> Claim:
+    """A claim-5 row: ``interval`` = (effect, low, high) judged against ``threshold``
+    (``interval_verdict``: held above it)."""
+    effect, low, high = interval
+    return Claim(5, text, interval_verdict(low, high, threshold), measured,
+                 effect=finite(effect), ci_low=finite(low), ci_high=finite(high), n=n,
+                 rule=rule)
+
+
 def judge(results: Sequence[CaseResult], failed: Sequence[str] = ()) -> list[Claim]:
     """Claim 5's rows from the per-seed measures (docs/science.md section 7):
 
@@ -521,13 +531,12 @@ def judge(results: Sequence[CaseResult], failed: Sequence[str] = ()) -> list[Cla
     seeds = sorted({r.seed for r in results})
     line = {k: [r.line_barrier for r in cs] for k, cs in groups.items()}
     effect, low, high = pooled_mean(list(line.values()))
-    claims.append(Claim(
-        5, texts["barrier"], interval_verdict(low, high, BARRIER_THRESHOLD),
+    claims.append(_against(
+        texts["barrier"], (effect, low, high), BARRIER_THRESHOLD, len(results),
         f"linear barrier scratch -> pruned, mean over {settings} settings x {len(seeds)} "
         f"seed{'s' if len(seeds) > 1 else ''}: {effect:.3f}; setting means from "
         f"{_extremes({k: float(np.mean(v)) for k, v in line.items()}, '.3f')}{note}",
-        effect=finite(effect), ci_low=finite(low), ci_high=finite(high), n=len(results),
-        rule=f"effect = mean over the (model, sparsity) settings of the mean over seeds of the "
+        f"effect = mean over the (model, sparsity) settings of the mean over seeds of the "
         f"barrier of the line scratch -> pruned (section 6: max over [0, 1] of L(theta(a)) - "
         f"((1 - a) L_A + a L_B), training loss; n = {SOLVED}); {WELCH}: held "
         f"when it lies above {BARRIER_THRESHOLD:g} nats, did not hold when below, inconclusive "
@@ -543,17 +552,16 @@ def judge(results: Sequence[CaseResult], failed: Sequence[str] = ()) -> list[Cla
         dense_low = sum(float(np.mean([r.remaining[f"{kind}/dense"] for r in cs]))
                         < BARRIER_THRESHOLD for cs in groups.values())
         straight = _mean_of_means([[r.remaining["line"] for r in cs] for cs in groups.values()])
-        claims.append(Claim(
-            5, f"A {KIND_NOUNS[kind]} through the dense space removes the barrier that "
+        claims.append(_against(
+            f"A {KIND_NOUNS[kind]} through the dense space removes the barrier that "
             f"remains on a {KIND_NOUNS[kind]} inside the sparse subspace",
-            interval_verdict(low, high, GAP_THRESHOLD),
+            (effect, low, high), GAP_THRESHOLD, len(results),
             f"{KIND_WORDS[kind]}: loss above the worse endpoint, mean over {settings} settings: "
             f"sparse subspace {mean_of['sparse']:.3f}, dense space {mean_of['dense']:.3f} "
             f"(straight line {straight:.3f}); gap per setting from "
             f"{_extremes({k: float(np.mean(v)) for k, v in gaps.items()}, '+.3f')}; dense "
             f"curve below {BARRIER_THRESHOLD:g} in {dense_low} of {settings} settings{note}",
-            effect=finite(effect), ci_low=finite(low), ci_high=finite(high), n=len(results),
-            rule=f"effect ({KIND_WORDS[kind]}) = remaining barrier of the curve inside the "
+            f"effect ({KIND_WORDS[kind]}) = remaining barrier of the curve inside the "
             f"sparse subspace minus that of the curve through the dense space (max over t of "
             f"the training loss on the curve above its worse endpoint; the same endpoints, t "
             f"grid and examples; n = {SOLVED}), mean over seeds, then over settings; {WELCH}: "
