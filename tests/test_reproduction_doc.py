@@ -107,7 +107,7 @@ def test_document_tables_and_header(tmp_path):
            "mean ||g||_2 of scratch / that of scratch+; held below 0.5" in text
     summary = next(r for r in lines if r.startswith("| evci2022 | cpu |"))
     assert _cells(summary) == ["evci2022", "cpu", "preset", "1 held, 1 inconclusive",
-                               "397 s"]
+                               "397 s (1 of 22 runs reused)"]
 
 
 def test_reproduce_doc_cli(tmp_path, capsys):

@@ -180,6 +180,16 @@ def _header_env(reps: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _wall_cell(rep: dict[str, Any]) -> str:
+    """The summary table's wall time, saying when it excludes training (runs reused)."""
+    wall = _seconds(rep.get("wall_seconds"))
+    reused, runs = rep.get("runs_reused"), rep.get("runs")
+    if reused and runs is not None:
+        wall += (" (analyses only: every run reused)" if reused >= runs
+                 else f" ({reused} of {runs} runs reused)")
+    return wall
+
+
 def document(root: str | Path, *, command: str = "") -> str:
     """REPRODUCTION.md as text from the reproductions under ``root`` (see the module
     docstring); ``command`` is the command line named as its generator."""
@@ -207,7 +217,7 @@ def document(root: str | Path, *, command: str = "") -> str:
                                   "|---|---|---|---|---|"]
     lines += [f"| {r['paper']} | {r['scale']} | "
               f"{cell(' '.join(r.get('setting') or []) or 'preset')} | "
-              f"{_counts(r['claims'])} | {_seconds(r.get('wall_seconds'))} |" for r in reps]
+              f"{_counts(r['claims'])} | {_wall_cell(r)} |" for r in reps]
     lines += ["", "Scales: " + "; ".join(f"*{k}*: {v}" for k, v in SCALE_WORDS.items()) + ".",
               ""]
     for paper in dict.fromkeys(r["paper"] for r in reps):
