@@ -121,9 +121,16 @@ def finished_summary(store: Store, cfg: Config) -> dict[str, Any]:
     return run["summary"]
 
 
-def early_mean(store: Store, rid: str, until: int) -> float:
-    vals = [v for s, v in store.series(rid, "flow/grad_l2") if 0 < s <= until and v is not None]
+def series_mean(store: Store, rid: str, name: str, until: int, *, after: int = -1) -> float:
+    """Mean of run ``rid``'s metric ``name`` at steps ``after < step <= until``; NaN when none
+    was recorded."""
+    vals = [v for s, v in store.series(rid, name) if after < s <= until and v is not None]
     return statistics.mean(vals) if vals else float("nan")
+
+
+def early_mean(store: Store, rid: str, until: int) -> float:
+    """Mean ``flow/grad_l2`` over steps 1..``until`` (claim 2's early gradient norm)."""
+    return series_mean(store, rid, "flow/grad_l2", until, after=0)
 
 
 def verdict(ok: bool | None) -> str:

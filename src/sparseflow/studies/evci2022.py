@@ -25,6 +25,7 @@ from sparseflow.studies.claims import (
     interval_verdict,
     run_all,
     seeds_for,
+    series_mean,
 )
 from sparseflow.studies.figures import PaperFigure, evci2022_figures
 from sparseflow.studies.setting import (
@@ -167,9 +168,7 @@ def update_change(store: Store, rid: str, until: int) -> float:
     """Mean change of ``flow/grad_l2`` across the run's mask updates at steps <= ``until``
     (``flow_update/delta/grad_l2``: after - before on the same batch, docs/science.md
     section 4); NaN when none was measured."""
-    d = [v for s, v in store.series(rid, "flow_update/delta/grad_l2")
-         if s <= until and v is not None]
-    return statistics.mean(d) if d else float("nan")
+    return series_mean(store, rid, "flow_update/delta/grad_l2", until)
 
 
 def ratio_claim(number: int, text: str, a: list[float], b: list[float], threshold: float, *,
