@@ -344,6 +344,7 @@ class Config:
         if self.sparse.rounds > MAX_ROUNDS:
             raise ConfigError(f"sparse.rounds: {self.sparse.rounds} is out of range [1, "
                               f"{MAX_ROUNDS}] (each round trains a run)")
+        self._check_pattern()
         if self.init == "matched" and self.distribution != "scsdc":
             raise ConfigError("init: 'matched' is for distribution=scsdc")
         if self.distribution == "scsdc" and self.method != "static":
@@ -357,6 +358,24 @@ class Config:
         for m in self.optim.milestones:
             if not 0.0 < m < 1.0:
                 raise ConfigError(f"optim.milestones: {m!r} is out of range (0, 1)")
+
+    def _check_pattern(self) -> None:
+        """``sparse.pattern`` parses, fits the sparsity (N:M fixes it) and the method."""
+        from sparseflow.sparsity import parse_pattern
+
+        try:
+            pat = parse_pattern(self.sparse.pattern)
+        except ValueError as e:
+            raise ConfigError(f"sparse.pattern: {e}") from None
+        if not pat.structured or method_spec(self.method).factory is None:
+            return
+        if self.distribution == "scsdc":
+            raise ConfigError(f"sparse.pattern: {pat} does not combine with distribution=scsdc "
+                              "(its masks are random unstructured ones)")
+        if pat.kind == "nm" and abs(self.sparsity - (1.0 - pat.n / pat.m)) > 1e-9:
+            raise ConfigError(f"sparsity: pattern {pat} fixes the sparsity at "
+                              f"{1.0 - pat.n / pat.m:g}; set sparsity={1.0 - pat.n / pat.m:g}, "
+                              f"got {self.sparsity:g}")
 
     def _check_arch(self) -> None:
         """The arch options against the model's own (before any file is written)."""

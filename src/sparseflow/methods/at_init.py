@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseflow.methods.base import Sparsifier
+from sparseflow.methods.base import Sparsifier, as_pattern
 from sparseflow.methods.calls import fill_doc, named_call
 from sparseflow.methods.pai import PAI_METHODS
-from sparseflow.sparsity import kept_count, layer_counts, select_weights
+from sparseflow.sparsity import Pattern, kept_count, pattern_counts, select_weights
 
 
 # --- pruning at initialisation ------------------------------------------------------------
@@ -36,6 +36,7 @@ def pruned_at_init(
     init_opts: Mapping[str, Any] | None = None,
     masking: str = "auto",
     execution: str = "masked",
+    pattern: str | Pattern = "unstructured",
     seed: int = 0,
 ) -> Sparsifier:
     """Static training on the mask that SNIP, GraSP or SynFlow choose at initialisation.
@@ -63,7 +64,8 @@ def pruned_at_init(
     iterations : int, default 100
         SynFlow's pruning rounds.
     %(target)s
-    include, exclude, dense_first, dense_last, init, init_opts, masking, execution, seed
+    include, exclude, dense_first, dense_last, init, init_opts, masking, execution, pattern,
+seed
         As for :class:`Sparsifier`; ``masks`` is not an option (the method chooses them).
 
     Returns
@@ -83,19 +85,23 @@ def pruned_at_init(
                              "dimension)")
         params = select_weights(model, include=include, exclude=exclude,
                                 dense_first=dense_first, dense_last=dense_last)
+        pat = as_pattern(pattern)
+        if pat.structured and scope != "layer":
+            raise ValueError(f"scope: pattern {pat} needs scope='layer' (one threshold over "
+                             f"all layers cannot keep it), got {scope!r}")
         if scope == "layer":
-            counts: dict[str, int] | int = layer_counts(
-                {n: tuple(p.shape) for n, p in params.items()}, sparsity, distribution)
+            counts: dict[str, int] | int = pattern_counts(
+                {n: tuple(p.shape) for n, p in params.items()}, sparsity, distribution, pat)
         else:
             counts = kept_count(1.0 - sparsity, sum(p.numel() for p in params.values()))
         x, y = batch if batch is not None else (None, None)
         shape = tuple(input_shape) if input_shape is not None else None
         masks = prune_at_init(method, model, params, counts, x=x, y=y, input_shape=shape,
-                              scope=scope, iterations=iterations)
+                              scope=scope, iterations=iterations, pattern=pat)
         s = Sparsifier(model, optimizer, sparsity=sparsity, distribution=distribution,
                        masks=masks, include=include, exclude=exclude, dense_first=dense_first,
                        dense_last=dense_last, init=init, init_opts=init_opts, masking=masking,
-                       execution=execution, seed=seed)
+                       execution=execution, pattern=pattern, seed=seed)
     s.name = method
     return s
 
@@ -106,7 +112,8 @@ scope : {"global", "layer"}, default "global"
     ``global``: keep the round((1 - sparsity) * N) highest scores over all sparsified
     weights (halves up), as the papers do; ``layer``: the distribution's count per layer.
 %(target)s
-include, exclude, dense_first, dense_last, init, init_opts, masking, execution, seed
+include, exclude, dense_first, dense_last, init, init_opts, masking, execution, pattern,
+seed
     As for :class:`Sparsifier` (the masks are the method's).
 """
 
@@ -130,6 +137,7 @@ def _scored_on_a_batch(method: str, summary: str) -> Callable[..., Sparsifier]:
         init_opts: Mapping[str, Any] | None = None,
         masking: str = "auto",
         execution: str = "masked",
+        pattern: str | Pattern = "unstructured",
         seed: int = 0,
     ) -> Sparsifier:
         with named_call(f"{method}()"):
@@ -137,7 +145,7 @@ def _scored_on_a_batch(method: str, summary: str) -> Callable[..., Sparsifier]:
                 method, model, optimizer, scope=scope, batch=batch, sparsity=sparsity,
                 distribution=distribution, include=include, exclude=exclude,
                 dense_first=dense_first, dense_last=dense_last, init=init, init_opts=init_opts,
-                masking=masking, execution=execution, seed=seed,
+                masking=masking, execution=execution, pattern=pattern, seed=seed,
             )
 
     factory.__name__ = factory.__qualname__ = method
@@ -186,6 +194,7 @@ def synflow(
     init_opts: Mapping[str, Any] | None = None,
     masking: str = "auto",
     execution: str = "masked",
+    pattern: str | Pattern = "unstructured",
     seed: int = 0,
 ) -> Sparsifier:
     """SynFlow (Tanaka et al. 2020): data-free iterative pruning by synaptic flow, then
@@ -213,7 +222,8 @@ def synflow(
             "synflow", model, optimizer, scope=scope, input_shape=input_shape,
             iterations=iterations, sparsity=sparsity, distribution=distribution,
             include=include, exclude=exclude, dense_first=dense_first, dense_last=dense_last,
-            init=init, init_opts=init_opts, masking=masking, execution=execution, seed=seed,
+            init=init, init_opts=init_opts, masking=masking, execution=execution,
+            pattern=pattern, seed=seed,
         )
 
 

@@ -27,11 +27,16 @@ from sparseflow.methods.calls import fill_doc, named_errors
 from sparseflow.sparsity import (
     EXECUTIONS,
     MaskSet,
+    Pattern,
     SparseExecution,
+    achievable_count,
     check_masks,
     grads_only_is_exact,
     initialize_,
-    layer_counts,
+    parse_pattern,
+    pattern_counts,
+    pattern_violations,
+    random_pattern_mask,
     reset_optimizer_state,
     select_weights,
     topk_mask,
@@ -44,6 +49,16 @@ MASKING = ("auto", "grads", "weights", "both")
 
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def as_pattern(pattern: str | Pattern) -> Pattern:
+    """A :class:`~sparseflow.sparsity.Pattern` from its name (``2:4``, ``block:4x4``, ...)."""
+    if isinstance(pattern, Pattern):
+        return pattern
+    try:
+        return parse_pattern(pattern)
+    except ValueError as e:
+        raise ValueError(f"pattern: {e}") from None
 
 
 def check_choice(field: str, value: str, valid: Sequence[str]) -> None:
@@ -127,6 +142,7 @@ class Sparsifier:
         init_opts: Mapping[str, Any] | None = None,
         masking: str = "auto",
         execution: str = "masked",
+        pattern: str | Pattern = "unstructured",
         seed: int = 0,
     ) -> None:
         for pname, p in model.named_parameters():
@@ -142,18 +158,21 @@ class Sparsifier:
         check_choice("execution", execution, EXECUTIONS)
         self.model = model
         self.optimizer = optimizer
+        self.pattern = as_pattern(pattern)
         self.sparsity_target = sparsity
         self.distribution = distribution
         self.generator = torch.Generator().manual_seed(seed)
         self.params = select_weights(model, include=include, exclude=exclude,
                                      dense_first=dense_first, dense_last=dense_last)
         self.shapes = {n: tuple(p.shape) for n, p in self.params.items()}
+        self.check_pattern(sparsity)
         if masks is None:
             masks = self.initial_masks()
         else:
             checked = check_masks(masks, self.params, "masks")
             if not isinstance(masks, MaskSet):
                 masks = MaskSet(self.params, checked)
+            self.check_pattern_holds(masks.masks, "masks")
         self.masks = masks
         if init == "keep":
             self.masks.apply_()
@@ -184,11 +203,49 @@ class Sparsifier:
                           mask_weights=masking in ("weights", "both"))
         self.execution.settle()  # layers held sparse leave the masked path here
 
+    # -- sparsity patterns -------------------------------------------------------------------
+    def check_pattern(self, sparsity: float) -> None:
+        """Every sparsified layer fits the pattern (N:M: fan-in a multiple of M; blocks: both
+        sides multiples of B), and an N:M pattern's sparsity 1 - N/M is the one asked for."""
+        pat = self.pattern
+        if not pat.structured:
+            return
+        for name, shape in self.shapes.items():  # name the first layer that does not fit
+            try:
+                achievable_count(shape, 0, pat)
+            except ValueError as e:
+                raise ValueError(f"pattern: layer {name!r}: {e}") from None
+        if pat.kind == "nm" and abs(sparsity - (1.0 - pat.n / pat.m)) > 1e-9:
+            raise ValueError(f"sparsity: pattern {pat} fixes the sparsity of every layer at "
+                             f"{1.0 - pat.n / pat.m:g}, got {sparsity:g}")
+
+    def check_pattern_holds(self, masks: Mapping[str, torch.Tensor], what: str) -> None:
+        """ValueError naming the first layer of ``masks`` that breaks the pattern."""
+        if not self.pattern.structured:
+            return
+        for name, m in masks.items():
+            bad = pattern_violations(m, self.pattern)
+            if bad:
+                raise ValueError(f"{what}: layer {name!r} breaks pattern {self.pattern}: "
+                                 f"{bad[0]}")
+
+    def layer_counts(self) -> dict[str, int]:
+        """Active entries per layer: the distribution's exact counts at the target sparsity,
+        rounded to what the pattern allows (``sparsity.pattern_counts``)."""
+        return pattern_counts(self.shapes, self.sparsity_target, self.distribution,
+                              self.pattern)
+
     # -- what a method overrides -----------------------------------------------------------
     def initial_masks(self) -> MaskSet:
-        """Random masks with the distribution's exact per-layer counts."""
-        counts = layer_counts(self.shapes, self.sparsity_target, self.distribution)
-        return MaskSet.random(self.params, counts, self.generator)
+        """Random masks with the distribution's exact per-layer counts (under a pattern:
+        uniform over the masks it allows, ``sparsity.random_pattern_mask``)."""
+        counts = self.layer_counts()
+        if not self.pattern.structured:
+            return MaskSet.random(self.params, counts, self.generator)
+        masks = {n: random_pattern_mask(self.shapes[n], counts[n], self.pattern,
+                                        self.generator).to(p.device)
+                 for n, p in self.params.items()}
+        return MaskSet(self.params, masks)
 
     def due(self, step: int) -> bool:
         """Whether the topology changes after optimiser step number ``step`` (1-based)."""

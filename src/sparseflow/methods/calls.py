@@ -84,6 +84,10 @@ execution : {"masked", "sparse", "auto"}, default "masked"
     on CSR kernels (memory and time scale with the non-zeros); ``auto``: only the layers
     where that is predicted faster; ``masked``: dense weights with zeros. Same training up
     to float32 rounding (docs/science.md section 16).
+pattern : str or Pattern, default "unstructured"
+    Which masks are allowed: ``unstructured``, ``N:M`` (e.g. ``"2:4"``, fixes sparsity at
+    1 - N/M), ``block:BxB``, ``unit`` or ``fan_in`` (``sparsity.patterns``); initial masks,
+    updates and pruning keep it.
 seed : int, default 0
     Seeds the method's own generator (random masks, SET growth, sparse init).
 """

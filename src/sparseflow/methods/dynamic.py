@@ -23,7 +23,16 @@ from torch import nn
 
 from sparseflow.methods.base import GradFn, Sparsifier, check_choice
 from sparseflow.methods.calls import fill_doc, named_errors
-from sparseflow.sparsity import MaskSet, floor_count, step_at, topk_indices, topk_mask
+from sparseflow.sparsity import (
+    MaskSet,
+    Pattern,
+    drop_and_grow,
+    floor_count,
+    step_at,
+    topk_indices,
+    topk_mask,
+)
+from sparseflow.sparsity.pattern_updates import atom_mask
 
 DROP_SCHEDULES = ("cosine", "constant", "lr")
 T_END_FRACTION = 0.75  # the RigL paper's T_end: 75% of training
@@ -133,6 +142,7 @@ class SET(Sparsifier):
         init_opts: Mapping[str, Any] | None = None,
         masking: str = "auto",
         execution: str = "masked",
+        pattern: str | Pattern = "unstructured",
         seed: int = 0,
     ) -> None:
         t_end = resolve_t_end(t_end, total_steps)
@@ -144,7 +154,8 @@ class SET(Sparsifier):
         super().__init__(
             model, optimizer, sparsity=sparsity, distribution=distribution, masks=masks,
             include=include, exclude=exclude, dense_first=dense_first, dense_last=dense_last,
-            init=init, init_opts=init_opts, masking=masking, execution=execution, seed=seed,
+            init=init, init_opts=init_opts, masking=masking, execution=execution,
+            pattern=pattern, seed=seed,
         )
         self.t_end = t_end
         self.update_every = int(update_every)
@@ -184,6 +195,10 @@ class SET(Sparsifier):
         """
         alpha = self.drop_fraction_at(step)
         self.prepare_scores()
+        if self.pattern.structured:
+            for name, p in self.params.items():
+                self.update_under_pattern(name, p, alpha)
+            return {"drop_fraction": alpha}
         for name, p in self.params.items():
             active = self.masks[name].reshape(-1).nonzero().squeeze(1)
             n_active = active.numel()
@@ -199,6 +214,24 @@ class SET(Sparsifier):
             grow = topk_indices(scores, k).to(active.device)
             self.replace_positions(name, active[~keep], grow)
         return {"drop_fraction": alpha}
+
+
+    def update_under_pattern(self, name: str, p: torch.Tensor, alpha: float,
+                             targets: torch.Tensor | None = None) -> None:
+        """The update of one layer under a structured pattern (``sparsity.drop_and_grow``):
+        drop the ``floor(alpha * active atoms)`` atoms of smallest |w| (summed over a block or
+        a unit) over the layer, then every N:M group or unit (fan_in) regrows as many as it
+        lost -- or to ``targets`` -- by :meth:`grow_scores` (whole blocks/units: the layer
+        regrows as many atoms)."""
+        mask = self.masks[name]
+        n_atoms = int(atom_mask(mask, self.pattern).sum())
+        k = floor_count(alpha, n_atoms)
+        if k == 0 and targets is None:
+            return
+        new = drop_and_grow(mask, p.detach().abs(), self.grow_scores(name, p).detach(), k,
+                            self.pattern, targets=targets,
+                            exclude_dropped=self.exclude_dropped)
+        self.replace_mask(name, new, zero=new & ~mask)
 
 
 @fill_doc(dynamic=DYNAMIC_OPTIONS_DOC, grad_fn=GRAD_FN_DOC)
@@ -243,6 +276,7 @@ class RigL(SET):
         init_opts: Mapping[str, Any] | None = None,
         masking: str = "auto",
         execution: str = "masked",
+        pattern: str | Pattern = "unstructured",
         seed: int = 0,
     ) -> None:
         super().__init__(
@@ -251,7 +285,7 @@ class RigL(SET):
             exclude_dropped=exclude_dropped, sparsity=sparsity, distribution=distribution,
             masks=masks, include=include, exclude=exclude, dense_first=dense_first,
             dense_last=dense_last, init=init, init_opts=init_opts, masking=masking,
-            execution=execution, seed=seed,
+            execution=execution, pattern=pattern, seed=seed,
         )
         self.grad_fn = grad_fn
         self._dense_grads: dict[str, torch.Tensor] | None = None

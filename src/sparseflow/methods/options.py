@@ -138,7 +138,20 @@ class MaskingOptions(Options):
     )
 
 
-COMMON_OPTIONS: tuple[type[Options], ...] = (SelectionOptions, SparseInitOptions, MaskingOptions)
+@dataclass
+class PatternOptions(Options):
+    """Which masks a layer may have (``sparsity.patterns``, docs/science.md section 17)."""
+
+    pattern: str = field(
+        "unstructured", help="Sparsity pattern every method keeps: unstructured, N:M (e.g. "
+        "2:4: every group of M consecutive inputs holds N active; fixes sparsity = 1 - N/M), "
+        "block:BxB (whole B x B blocks), unit (whole output units / filters) or fan_in (every "
+        "unit the same number of active inputs)."
+    )
+
+
+COMMON_OPTIONS: tuple[type[Options], ...] = (SelectionOptions, SparseInitOptions, MaskingOptions,
+                                             PatternOptions)
 
 
 # -- method families ---------------------------------------------------------------------

@@ -27,7 +27,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..sparsity import check_masks, round_half_even, topk_mask
+from ..sparsity import (
+    Pattern,
+    achievable_count,
+    check_masks,
+    pattern_topk,
+    round_half_even,
+    schedule_pattern,
+    topk_mask,
+)
 
 PAI_METHODS: tuple[str, ...] = ("snip", "grasp", "synflow")
 SCOPES: tuple[str, ...] = ("global", "layer")
@@ -140,6 +148,7 @@ def grasp_scores(
     y: Any,
     loss_fn: LossFn = F.cross_entropy,
     temperature: float = 200.0,
+    pattern: Pattern | None = None,
 ) -> dict[str, Tensor]:
     """GraSP scores (Wang et al. 2020, "Picking Winning Tickets Before Training by Preserving
     Gradient Flow"), oriented so that larger = keep.
@@ -270,15 +279,20 @@ def _check_counts(
 
 
 def _keep_largest(
-    scores: Mapping[str, Tensor], counts: Mapping[str, int] | int
+    scores: Mapping[str, Tensor], counts: Mapping[str, int] | int,
+    pattern: Pattern | None = None,
 ) -> dict[str, Tensor]:
     """Per layer (counts a dict) or one threshold over all layers (counts an int).
 
     Global: ``topk_mask`` over the concatenation of the flattened scores in ``scores``
     order, cast to float64 (exact for float32/16 scores), so ties go to the earlier layer,
-    then to the lower index.
+    then to the lower index. Per layer under a structured ``pattern``: the highest scores the
+    pattern allows (``sparsity.pattern_topk``; N:M at an intermediate count steps through
+    n_t:M, ``sparsity.schedule_pattern``).
     """
     if isinstance(counts, Mapping):
+        if pattern is not None and pattern.structured:
+            return {n: _pattern_keep(s, int(counts[n]), pattern) for n, s in scores.items()}
         return {n: topk_mask(s, int(counts[n])) for n, s in scores.items()}
     device = next(iter(scores.values())).device
     flat = torch.cat([s.detach().reshape(-1).to(device, torch.float64) for s in scores.values()])
@@ -288,6 +302,15 @@ def _keep_largest(
         out[name] = keep[start : start + s.numel()].view(s.shape).to(s.device)
         start += s.numel()
     return out
+
+
+def _pattern_keep(scores: Tensor, k: int, pattern: Pattern) -> Tensor:
+    """The ``k`` highest ``scores`` of one layer under ``pattern`` (all kept while N:M is at
+    M:M)."""
+    step = schedule_pattern(pattern, k / scores.numel())
+    if step is None:
+        return torch.isfinite(scores) | (scores > 0)
+    return pattern_topk(scores, achievable_count(scores.shape, k, step), step)
 
 
 def _schedule(n: int, k: int, r: int, iterations: int) -> int:
@@ -310,6 +333,7 @@ def prune_at_init(
     iterations: int = 100,
     loss_fn: LossFn = F.cross_entropy,
     temperature: float = 200.0,
+    pattern: Pattern | None = None,
 ) -> dict[str, Tensor]:
     """Bool masks ``{key of params: mask}`` from SNIP, GraSP or SynFlow scores (larger = keep).
 
@@ -323,6 +347,7 @@ def prune_at_init(
     round(n * (k/n)^(r/T)) (the paper's exponential schedule; per layer with n = numel_l,
     k = k_l, or globally with n = total, k = K), so the last round keeps exactly k.
     Pruned weights never come back (a pruned weight's score is -inf in later rounds).
+    ``pattern``: with ``scope="layer"``, each layer keeps the highest scores the pattern allows.
 
     The model is left untouched (see the module docstring). Raises a one-line ValueError
     for an unknown method or scope, missing x/y (snip, grasp) or input_shape (synflow),
@@ -342,7 +367,7 @@ def prune_at_init(
             scores = snip_scores(model, params, x, y, loss_fn)
         else:
             scores = grasp_scores(model, params, x, y, loss_fn, temperature)
-        return _keep_largest(scores, checked)
+        return _keep_largest(scores, checked, pattern)
 
     if input_shape is None:
         raise ValueError("method 'synflow' needs input_shape= (one example's shape, no batch)")
@@ -366,7 +391,7 @@ def prune_at_init(
             model, params, tuple(input_shape), {names[k]: m for k, m in masks.items()}
         )
         scores = {k: s.masked_fill(~masks[k], float("-inf")) for k, s in scores.items()}
-        masks = _keep_largest(scores, target)
+        masks = _keep_largest(scores, target, pattern)
     return masks
 
 

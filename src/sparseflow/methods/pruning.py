@@ -16,9 +16,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseflow.methods.base import Sparsifier, check_choice, keep_top
+from sparseflow.methods.base import Sparsifier, as_pattern, check_choice, keep_top
 from sparseflow.methods.calls import fill_doc, named_errors
-from sparseflow.sparsity import DISTRIBUTIONS, MaskSet, kept_count, layer_counts, topk_mask
+from sparseflow.sparsity import (
+    DISTRIBUTIONS,
+    MaskSet,
+    Pattern,
+    achievable_count,
+    kept_count,
+    layer_counts,
+    pattern_topk,
+    schedule_pattern,
+    topk_mask,
+)
 
 SCOPES = ("layer", "global")
 
@@ -40,6 +50,7 @@ def magnitude_masks(
     scope: str = "layer",
     distribution: str = "uniform",
     within: Mapping[str, torch.Tensor] | None = None,
+    pattern: Pattern | None = None,
 ) -> dict[str, torch.Tensor]:
     """Masks keeping the largest |w|: per layer (counts of ``distribution``) or globally.
 
@@ -49,8 +60,16 @@ def magnitude_masks(
 
     ``within`` restricts the choice to currently active positions (pruning never regrows).
     Ties go to the lower index (layer order, then flat index, for the global scope).
+
+    Under a structured ``pattern`` (layer scope only) each layer keeps the largest |w| the
+    pattern allows (``sparsity.pattern_topk``, count rounded by ``achievable_count``); N:M
+    steps through n_t:M (``sparsity.schedule_pattern``), dense until n_t < M.
     """
     check_choice("scope", scope, SCOPES)
+    if pattern is not None and pattern.structured:
+        if scope != "layer":
+            raise ValueError(f"scope: pattern {pattern} needs the layer scope, got {scope!r}")
+        return _pattern_magnitude_masks(params, sparsity, distribution, within, pattern)
     eligible = {n: (within[n] if within is not None else torch.ones_like(p, dtype=torch.bool))
                 for n, p in params.items()}
     if scope == "layer":
@@ -69,6 +88,27 @@ def magnitude_masks(
     for n, p in params.items():
         out[n] = keep[i : i + p.numel()].view(p.shape)
         i += p.numel()
+    return out
+
+
+def _pattern_magnitude_masks(params: Mapping[str, torch.Tensor], sparsity: float,
+                             distribution: str, within: Mapping[str, torch.Tensor] | None,
+                             pattern: Pattern) -> dict[str, torch.Tensor]:
+    """``magnitude_masks`` under a structured pattern (see there)."""
+    counts = layer_counts({n: tuple(p.shape) for n, p in params.items()}, sparsity,
+                          distribution, exact_total=False)
+    out = {}
+    for n, p in params.items():
+        scores = p.detach().abs().to(torch.float64)
+        if within is not None:
+            scores = scores.masked_fill(~within[n], float("-inf"))
+        step_pattern = schedule_pattern(pattern, counts[n] / p.numel())
+        if step_pattern is None:  # N:M still at M:M
+            out[n] = (torch.ones_like(p, dtype=torch.bool) if within is None
+                      else within[n].clone())
+            continue
+        k = achievable_count(p.shape, counts[n], step_pattern)
+        out[n] = pattern_topk(scores, k, step_pattern)
     return out
 
 
@@ -126,12 +166,16 @@ class GradualPruning(Sparsifier):
         init_opts: Mapping[str, Any] | None = None,
         masking: str = "auto",
         execution: str = "masked",
+        pattern: str | Pattern = "unstructured",
         seed: int = 0,
     ) -> None:
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity: {sparsity!r} is out of range [0, 1)")
         check_choice("scope", scope, SCOPES)
         check_choice("distribution", distribution, DISTRIBUTIONS)
+        if as_pattern(pattern).structured and scope != "layer":
+            raise ValueError(f"scope: pattern {pattern} needs scope='layer' (one magnitude "
+                             f"threshold over all layers cannot keep it), got {scope!r}")
         if every < 1:
             raise ValueError(f"every: expected >= 1, got {every}")
         if t_end < t_begin or t_begin < 0:
@@ -146,7 +190,8 @@ class GradualPruning(Sparsifier):
         super().__init__(
             model, optimizer, sparsity=sparsity, distribution=distribution, masks=masks,
             include=include, exclude=exclude, dense_first=dense_first, dense_last=dense_last,
-            init=init, init_opts=init_opts, masking=masking, execution=execution, seed=seed,
+            init=init, init_opts=init_opts, masking=masking, execution=execution,
+            pattern=pattern, seed=seed,
         )
 
     def initial_masks(self) -> MaskSet:
@@ -158,7 +203,8 @@ class GradualPruning(Sparsifier):
         if s0 == 0.0:
             return MaskSet.dense(self.params)
         return MaskSet(self.params, magnitude_masks(
-            self.params, s0, scope=self.scope, distribution=self.distribution))
+            self.params, s0, scope=self.scope, distribution=self.distribution,
+            pattern=self.pattern))
 
     def due(self, step: int) -> bool:
         """At t_begin, t_begin + every, ... and at t_end."""
@@ -175,7 +221,8 @@ class GradualPruning(Sparsifier):
         """Prune to the schedule's sparsity by magnitude among the active weights."""
         s_t = self.target(step)
         new = magnitude_masks(self.params, s_t, scope=self.scope,
-                              distribution=self.distribution, within=self.masks.masks)
+                              distribution=self.distribution, within=self.masks.masks,
+                              pattern=self.pattern)
         for name, m in new.items():
             self.replace_mask(name, m)
         return {"target_sparsity": s_t}
@@ -225,11 +272,12 @@ class OneShotPruning(GradualPruning):
         init_opts: Mapping[str, Any] | None = None,
         masking: str = "auto",
         execution: str = "masked",
+        pattern: str | Pattern = "unstructured",
         seed: int = 0,
     ) -> None:
         super().__init__(
             model, optimizer, sparsity=sparsity, t_begin=t_prune, t_end=t_prune, every=1,
             scope=scope, distribution=distribution, masks=masks, include=include,
             exclude=exclude, dense_first=dense_first, dense_last=dense_last, init=init,
-            init_opts=init_opts, masking=masking, execution=execution, seed=seed,
+            init_opts=init_opts, masking=masking, execution=execution, pattern=pattern, seed=seed,
         )

@@ -11,6 +11,15 @@ from .execution import EXECUTIONS, CSRLinear, SparseExecution, sparse_pays
 from .init import initialize_, liu_scale_, sparse_init_, sparse_variance, unit_fans
 from .masks import MaskSet
 from .optim_state import GRADS_ONLY_EXACT, INITIAL_STATE, grads_only_is_exact, reset_optimizer_state
+from .pattern_updates import drop_and_grow, pattern_counts, schedule_pattern
+from .patterns import (
+    Pattern,
+    achievable_count,
+    parse_pattern,
+    pattern_topk,
+    pattern_violations,
+    random_pattern_mask,
+)
 from .selection import SPARSIFIABLE_TYPES, default_weight_names, select_weights
 from .topk import kth_largest, topk_indices, topk_mask
 
@@ -27,6 +36,15 @@ __all__ = [
     "INITIAL_STATE",
     "SPARSIFIABLE_TYPES",
     "MaskSet",
+    "Pattern",
+    "achievable_count",
+    "drop_and_grow",
+    "parse_pattern",
+    "pattern_counts",
+    "pattern_topk",
+    "pattern_violations",
+    "random_pattern_mask",
+    "schedule_pattern",
     "check_masks",
     "default_weight_names",
     "floor_count",
