@@ -88,3 +88,19 @@ def test_help_describes_every_field():
     rows = describe(Config)
     assert [r[0] for r in rows] == leaf_names(Config)
     assert all(r[3] for r in rows), [r[0] for r in rows if not r[3]]
+
+
+def test_n_m_patterns_stay_strings_not_base_60_numbers(tmp_path):
+    """YAML 1.1 reads 2:4 as the base-60 integer 124; configs read it as the pattern."""
+    cfg = load_config(None, ["sparse.pattern=2:4", "sparsity=0.5"])
+    assert cfg.sparse.pattern == "2:4"
+    f = tmp_path / "c.yaml"
+    f.write_text("sparsity: 0.5\nsparse:\n  pattern: 1:2\n  update_every: 1_000\n")
+    cfg = load_config(str(f), [])
+    assert cfg.sparse.pattern == "1:2" and cfg.sparse.update_every == 1000
+    with pytest.raises(ConfigError, match="sparsity: pattern 2:4 fixes the sparsity at 0.5"):
+        load_config(None, ["sparse.pattern=2:4", "method=rigl", "sparsity=0.9"])
+    with pytest.raises(ConfigError, match="sparse.pattern: N:M needs 1 <= N < M, got '4:2'"):
+        load_config(None, ["sparse.pattern=4:2"])
+    with pytest.raises(ConfigError, match="sparse.pattern: expected unstructured, N:M"):
+        load_config(None, ["sparse.pattern=blocks"])

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -169,7 +170,7 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
         (inner, *_rest) = typing.get_args(tp) or (Any,)
         if isinstance(value, str):  # "1,2,3" from the command line
             value = [v for v in value.split(",") if v.strip()]
-            value = [yaml.safe_load(v) for v in value]
+            value = [load_yaml(v) for v in value]
         elif isinstance(value, int | float) and not isinstance(value, bool):
             value = [value]  # "--set arch.widths=300": a list of one
         if not isinstance(value, list | tuple):
@@ -253,6 +254,33 @@ def _unknown_key(key: str, valid: list[str]) -> ConfigError:
     return ConfigError(f"unknown config key {key!r}{hint}")
 
 
+class YamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` without YAML 1.1's base-60 numbers: ``2:4`` (an N:M pattern) and
+    ``1:30`` stay strings instead of becoming the integers 124 and 90."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if not (tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+                    and ":[0-5]?[0-9]" in regexp.pattern)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag, _pattern, _first in (
+    ("tag:yaml.org,2002:int", r"""^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)
+        |[-+]?0x[0-9a-fA-F_]+)$""", list("-+0123456789")),
+    ("tag:yaml.org,2002:float", r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+        |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""",
+     list("-+0123456789.")),
+):
+    YamlLoader.add_implicit_resolver(_tag, re.compile(_pattern, re.X),
+                                     _first)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.load`` with :class:`YamlLoader` (safe: plain data only, no base-60 numbers)."""
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: str | Path, what: str) -> Any:
     """``yaml.safe_load`` of a file (None for an empty one); errors name the file and the line."""
     p = Path(path)
@@ -265,7 +293,7 @@ def read_yaml(path: str | Path, what: str) -> Any:
     except OSError as e:
         raise ConfigError(f"{p}: cannot read {what} ({e.strerror or e})") from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -360,7 +388,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"--set {item!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     if isinstance(value, dict):  # "a: b" parsed as mapping; keep the text

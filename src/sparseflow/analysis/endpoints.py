@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
 from sparseflow.config import Config, config_from_dict
 from sparseflow.errors import UserError
 from sparseflow.store.checkpoint import list_checkpoints, load_checkpoint
 from sparseflow.store.database import Store
+from sparseflow.typed import load_yaml
 
 
 @dataclass
@@ -72,7 +72,7 @@ def resolve_endpoint(spec: str, store: Store, data_cache: dict[str, Any] | None 
         cfg_file = path.parent.parent / "config.yaml"
         if not cfg_file.is_file():
             raise UserError(f"{path}: no config.yaml in its run directory ({cfg_file})")
-        cfg = config_from_dict(yaml.safe_load(cfg_file.read_text()))
+        cfg = config_from_dict(load_yaml(cfg_file.read_text()))
         rid, ckpt_path = path.parent.parent.name, path
         run = store.get_run(rid)
         summary = (run or {}).get("summary") or {}

@@ -12,7 +12,15 @@ Errors: a bad argument raises a one-line ``ValueError`` that starts with the cal
 made, e.g. ``rigl(): drop_fraction: 1.5 is out of range [0, 1]`` (:class:`ArgumentError`).
 """
 
-from sparseflow.methods.api import gradual, oneshot, rigl, rigl_inverted, set_training, static
+from sparseflow.methods.api import (
+    gradual,
+    oneshot,
+    rigl,
+    rigl_inverted,
+    set_training,
+    srigl,
+    static,
+)
 from sparseflow.methods.at_init import grasp, pruned_at_init, snip, synflow
 from sparseflow.methods.base import Sparsifier, keep_top, make_grad_fn
 from sparseflow.methods.calls import ArgumentError
@@ -24,6 +32,7 @@ from sparseflow.methods.pruning import (
     zhu_gupta_sparsity,
 )
 from sparseflow.methods.registry import METHODS, method_names, options_of, register, sparsify
+from sparseflow.methods.srigl import SRigL
 
 Static = Sparsifier
 
@@ -31,6 +40,7 @@ __all__ = [
     "METHODS", "SET", "ArgumentError", "GradualPruning", "OneShotPruning", "RigL",
     "RigLInverted", "Sparsifier", "Static", "gradual", "grasp", "keep_top", "magnitude_masks",
     "make_grad_fn", "method_names", "oneshot", "options_of", "pruned_at_init", "register",
-    "rigl", "rigl_inverted", "set_training", "snip", "sparsify", "static", "synflow",
+    "rigl", "rigl_inverted", "set_training", "SRigL", "srigl", "snip", "sparsify", "static",
+    "synflow",
     "zhu_gupta_sparsity",
 ]

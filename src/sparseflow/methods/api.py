@@ -19,6 +19,7 @@ from sparseflow.methods.base import Sparsifier
 from sparseflow.methods.calls import named_call
 from sparseflow.methods.dynamic import SET, RigL, RigLInverted
 from sparseflow.methods.pruning import GradualPruning, OneShotPruning
+from sparseflow.methods.srigl import SRigL
 
 P = ParamSpec("P")
 S = TypeVar("S", bound=Sparsifier)
@@ -81,3 +82,7 @@ oneshot = factory_of(
     OneShotPruning, "oneshot",
     "One-shot magnitude pruning: train dense, prune once at ``t_prune``, fine-tune "
     "(:class:`OneShotPruning`).")
+srigl = factory_of(
+    SRigL, "srigl",
+    "SRigL (Lasby et al. 2023): RigL under a constant fan-in per unit, with neuron ablation "
+    "(:class:`SRigL`).")

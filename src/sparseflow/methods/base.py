@@ -372,10 +372,18 @@ class Sparsifier:
         return out
 
     def summary(self, model: nn.Module | None = None) -> dict[str, Any]:
-        """Realised sparsity over the sparsified layers and over all Linear/Conv weights (and,
-        off the masked execution, how each layer ran)."""
+        """Realised sparsity over the sparsified layers and over all Linear/Conv weights, the
+        ITOP rate (and, off the masked execution, how each layer ran).
+
+        ``itop_rate``: R_s = (weights ever active during training) / (weights of the sparsified
+        layers), Liu et al. 2021 ("Do We Actually Need Dense Over-Parameterization? In-Time
+        Over-Parameterization in Sparse Training"): 1 - sparsity for static training, up to
+        1 when a dynamic method has explored every weight."""
+        ever = sum(int(torch.count_nonzero(m)) for m in self.ever_active.values())
+        total = sum(m.numel() for m in self.ever_active.values())
         out = {
             "sparsity": round(self.masks.sparsity(), 6),
+            "itop_rate": round(ever / max(1, total), 6),
             "sparsity_all_weights": round(self.masks.global_sparsity(model or self.model), 6),
             "densities": {n: round(d, 6) for n, d in self.masks.densities().items()},
             "mask_updates": self.updates,

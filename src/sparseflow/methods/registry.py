@@ -23,7 +23,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseflow.methods.api import gradual, oneshot, rigl, rigl_inverted, set_training, static
+from sparseflow.methods.api import (
+    gradual,
+    oneshot,
+    rigl,
+    rigl_inverted,
+    set_training,
+    srigl,
+    static,
+)
 from sparseflow.methods.at_init import grasp, snip, synflow
 from sparseflow.methods.base import Sparsifier
 from sparseflow.methods.calls import ArgumentError, named_call
@@ -41,6 +49,7 @@ from sparseflow.methods.options import (
     StaticOptions,
     SynFlowOptions,
 )
+from sparseflow.methods.srigl import SRigLOptions
 
 Factory = Callable[..., Sparsifier]
 
@@ -194,3 +203,4 @@ register("rigl_inverted", rigl_inverted, RigLOptions)
 register("snip", snip, PruneAtInitOptions)
 register("grasp", grasp, PruneAtInitOptions)
 register("synflow", synflow, SynFlowOptions)
+register("srigl", srigl, SRigLOptions)
