@@ -89,7 +89,8 @@ def test_sparsify_forwards_and_documents_it():
         sparseflow.sparsify("dense", *fresh())
     valid = set(str(err.value).rsplit("valid: ", 1)[1].split(", "))
     assert valid == {"static", "set", "rigl", "rigl_inverted", "gradual", "oneshot", "snip",
-                     "grasp", "synflow", "srigl"}
+                     "grasp", "synflow", "srigl", "granet", "acdc", "ste", "sr_ste", "topkast",
+                     "mest", "snfs"}
 
 
 # --- t_end and total_steps -----------------------------------------------------------------

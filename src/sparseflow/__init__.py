@@ -7,7 +7,9 @@ From your own training loop::
     ...  # loss.backward(); optimizer.step(); sparsifier.step()
 
 Every factory (``static``, ``set_training``, ``rigl``, ``rigl_inverted``, ``gradual``,
-``oneshot``, ``snip``, ``grasp``, ``synflow``) lists its options in its signature;
+``oneshot``, ``snip``, ``grasp``, ``synflow``, and the methods after RigL: ``srigl``, ``ste``,
+``sr_ste``, ``topkast``, ``granet``, ``mest``, ``snfs``, ``acdc``) lists its options in its
+signature, ``pattern=`` among them (``"2:4"``, ``"block:4x4"``, ``"unit"``, ``"fan_in"``);
 ``sparsify(method, model, optimizer, **options)`` picks one by name.
 
 From the command line: ``sparseflow run --help``.
@@ -21,17 +23,25 @@ from sparseflow.methods import (
     RigL,
     RigLInverted,
     Sparsifier,
+    acdc,
     gradual,
+    granet,
     grasp,
     make_grad_fn,
+    mest,
     oneshot,
     rigl,
     rigl_inverted,
     set_training,
+    snfs,
     snip,
     sparsify,
+    sr_ste,
+    srigl,
     static,
+    ste,
     synflow,
+    topkast,
 )
 
 __version__ = "0.1.0"
@@ -49,4 +59,5 @@ __all__ = [
     "SET", "GradualPruning", "OneShotPruning", "RigL", "RigLInverted", "Sparsifier",
     "UserError", "gradual", "grasp", "make_grad_fn", "oneshot", "rigl", "rigl_inverted",
     "set_training", "snip", "sparsify", "static", "synflow", "track",
+    "acdc", "granet", "mest", "snfs", "sr_ste", "srigl", "ste", "topkast",
 ]

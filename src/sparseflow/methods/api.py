@@ -15,11 +15,17 @@ import inspect
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+from sparseflow.methods.acdc import ACDC
 from sparseflow.methods.base import Sparsifier
 from sparseflow.methods.calls import named_call
 from sparseflow.methods.dynamic import SET, RigL, RigLInverted
+from sparseflow.methods.granet import GraNet
+from sparseflow.methods.mest import MEST
 from sparseflow.methods.pruning import GradualPruning, OneShotPruning
+from sparseflow.methods.snfs import SNFS
 from sparseflow.methods.srigl import SRigL
+from sparseflow.methods.ste import SRSTE, STE
+from sparseflow.methods.topkast import TopKAST
 
 P = ParamSpec("P")
 S = TypeVar("S", bound=Sparsifier)
@@ -86,3 +92,31 @@ srigl = factory_of(
     SRigL, "srigl",
     "SRigL (Lasby et al. 2023): RigL under a constant fan-in per unit, with neuron ablation "
     "(:class:`SRigL`).")
+granet = factory_of(
+    GraNet, "granet",
+    "GraNet (Liu et al. 2021): gradual magnitude pruning with zero-cost neuroregeneration "
+    "(:class:`GraNet`).")
+acdc = factory_of(
+    ACDC, "acdc",
+    "AC/DC (Peste et al. 2021): dense warm-up, alternating sparse and dense phases, a final "
+    "sparse phase (:class:`ACDC`).")
+ste = factory_of(
+    STE, "ste",
+    "STE: magnitude masks of dense weights recomputed every ``update_every`` steps, trained "
+    "with the straight-through gradient (:class:`STE`).")
+sr_ste = factory_of(
+    SRSTE, "sr_ste",
+    "SR-STE (Zhou et al. 2021): STE with the masked weights decayed by lambda_W (1 - M) W "
+    "(:class:`SRSTE`).")
+topkast = factory_of(
+    TopKAST, "topkast",
+    "Top-KAST (Jayakumar et al. 2020): top-k forward set, larger top-k backward set, "
+    "exploration penalty (:class:`TopKAST`).")
+mest = factory_of(
+    MEST, "mest",
+    "MEST+EM (Yuan et al. 2021): drop the smallest |w| + lambda |dL/dW|, grow at random, with "
+    "a decaying mutation ratio (:class:`MEST`).")
+snfs = factory_of(
+    SNFS, "snfs",
+    "Sparse momentum (SNFS; Dettmers & Zettlemoyer 2019): prune by magnitude, redistribute "
+    "across layers by mean momentum, grow the largest momentum (:class:`SNFS`).")

@@ -124,6 +124,9 @@ class Sparsifier:
     """
 
     name = "static"
+    #: True for methods that keep masked weights zero themselves (the straight-through
+    #: methods of ``methods.shadow``): the mask set is then not attached to the optimiser
+    manages_weights = False
 
     @named_errors
     def __init__(
@@ -199,8 +202,9 @@ class Sparsifier:
         self.execution = SparseExecution(model, self.masks, optimizer, execution)
         overridden = type(self)._pre_step is not Sparsifier._pre_step
         self._handles = [optimizer.register_step_pre_hook(self._pre_step)] if overridden else []
-        self.masks.attach(optimizer, mask_grads=masking in ("grads", "both"),
-                          mask_weights=masking in ("weights", "both"))
+        if not self.manages_weights:
+            self.masks.attach(optimizer, mask_grads=masking in ("grads", "both"),
+                              mask_weights=masking in ("weights", "both"))
         self.execution.settle()  # layers held sparse leave the masked path here
 
     # -- sparsity patterns -------------------------------------------------------------------

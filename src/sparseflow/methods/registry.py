@@ -23,18 +23,25 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparseflow.methods.acdc import ACDCOptions
 from sparseflow.methods.api import (
+    acdc,
     gradual,
+    granet,
     oneshot,
     rigl,
     rigl_inverted,
     set_training,
+    sr_ste,
     srigl,
     static,
+    ste,
+    topkast,
 )
 from sparseflow.methods.at_init import grasp, snip, synflow
 from sparseflow.methods.base import Sparsifier
 from sparseflow.methods.calls import ArgumentError, named_call
+from sparseflow.methods.granet import GraNetOptions
 from sparseflow.methods.options import (
     COMMON_OPTIONS,
     BuildContext,
@@ -50,6 +57,8 @@ from sparseflow.methods.options import (
     SynFlowOptions,
 )
 from sparseflow.methods.srigl import SRigLOptions
+from sparseflow.methods.ste import SRSTEOptions, STEOptions
+from sparseflow.methods.topkast import TopKASTOptions
 
 Factory = Callable[..., Sparsifier]
 
@@ -142,7 +151,8 @@ def sparsify(method: str, model: nn.Module, optimizer: torch.optim.Optimizer,
 
     Forwards ``options`` to the method's registered factory: ``static``,
     ``set`` (:func:`set_training`), ``rigl``, ``rigl_inverted``, ``gradual``, ``oneshot``,
-    ``snip``, ``grasp`` or ``synflow``; see each for its options and their defaults.
+    ``snip``, ``grasp``, ``synflow``, ``srigl``, ``ste``, ``sr_ste``, ``topkast``, ``granet``,
+    ``mest``, ``snfs`` or ``acdc``; see each for its options and their defaults.
 
     Parameters
     ----------
@@ -204,3 +214,15 @@ register("snip", snip, PruneAtInitOptions)
 register("grasp", grasp, PruneAtInitOptions)
 register("synflow", synflow, SynFlowOptions)
 register("srigl", srigl, SRigLOptions)
+register("granet", granet, GraNetOptions)
+register("acdc", acdc, ACDCOptions)
+register("ste", ste, STEOptions)
+register("sr_ste", sr_ste, SRSTEOptions)
+register("topkast", topkast, TopKASTOptions)
+
+from sparseflow.methods.api import mest, snfs  # noqa: E402
+from sparseflow.methods.mest import MestOptions  # noqa: E402
+from sparseflow.methods.snfs import SnfsOptions  # noqa: E402
+
+register("mest", mest, MestOptions)
+register("snfs", snfs, SnfsOptions)
