@@ -168,13 +168,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     cmd = args.analyze_command
     if cmd is None:
         raise UserError("analyze: expected an analysis: hessian, signal, interpolate, curve, "
-                        "compare or correlate")
+                        "compare, correlate or methods")
     if cmd in ("hessian", "interpolate", "curve", "compare"):
         with _open_store(args.root, readonly=True):
             pass  # a clear error when there is no store
     root = _root(args)
     if cmd == "correlate":
         res, show = analyses.correlate(root, args.file), table_text
+    elif cmd == "methods":
+        from sparseflow.analysis.methods import method_comparison
+
+        if not 0.0 < args.early <= 1.0:
+            raise UserError(f"--early: expected a fraction of training in (0, 1], got "
+                            f"{args.early}")
+        res = method_comparison(root, args.file, early_fraction=args.early, out=args.out)
+        show = table_text
     elif cmd == "interpolate":
         res = analyses.interpolate_runs(root, args.a, args.b, alphas=args.alphas,
                                         split=args.split, mask=args.mask,

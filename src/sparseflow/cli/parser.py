@@ -393,6 +393,19 @@ def build_parser() -> argparse.ArgumentParser:
     cr.add_argument("file", help="sweep YAML file")
     cr.add_argument("--json", action="store_true", help="one JSON object")
     _root_arg(cr)
+    cm = asub.add_parser(
+        "methods", help="accuracy, early gradient norm, change at updates, ITOP per method",
+        description="Per model, sparsity, method and pattern of a sweep's finished runs: test "
+        "accuracy (mean and 95%% t-interval over seeds), the mean ||g||_2 over the first "
+        "--early fraction of training, the mean change of ||g||_2 at mask updates, the ITOP "
+        "rate and the realised sparsity; written as methods.md, .csv and .tex.")
+    cm.add_argument("file", help="sweep YAML file")
+    cm.add_argument("--early", type=float, default=0.05,
+                    help="fraction of each run's steps whose gradient norms are averaged "
+                    "(default 0.05)")
+    cm.add_argument("--out", help="output directory (default ROOT/analyses/methods-NAME)")
+    cm.add_argument("--json", action="store_true", help="one JSON object")
+    _root_arg(cm)
     cp.add_argument("--out", help="output directory")
     cp.add_argument("--json", action="store_true", help="one JSON object")
     _root_arg(cp)

@@ -9,12 +9,12 @@ this scale*. The helpers here are shared by the presets (``studies/evci2022.py``
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sparseflow.analysis.methods import series_mean
 from sparseflow.config import Config, run_id
 from sparseflow.errors import UserError
 from sparseflow.store.database import Store
@@ -119,13 +119,6 @@ def finished_summary(store: Store, cfg: Config) -> dict[str, Any]:
         raise UserError(f"run {run_id(cfg)} ({cfg.method}) did not finish: "
                         f"{run.get('status', 'missing')}")
     return run["summary"]
-
-
-def series_mean(store: Store, rid: str, name: str, until: int, *, after: int = -1) -> float:
-    """Mean of run ``rid``'s metric ``name`` at steps ``after < step <= until``; NaN when none
-    was recorded."""
-    vals = [v for s, v in store.series(rid, name) if after < s <= until and v is not None]
-    return statistics.mean(vals) if vals else float("nan")
 
 
 def early_mean(store: Store, rid: str, until: int) -> float:
