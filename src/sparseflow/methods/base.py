@@ -218,7 +218,8 @@ class Sparsifier:
             try:
                 achievable_count(shape, 0, pat)
             except ValueError as e:
-                raise ValueError(f"pattern: layer {name!r}: {e}") from None
+                raise ValueError(f"pattern: layer {name!r}: {e}; keep it dense (dense_first, "
+                                 "dense_last, exclude) or choose another pattern") from None
         if pat.kind == "nm" and abs(sparsity - (1.0 - pat.n / pat.m)) > 1e-9:
             raise ValueError(f"sparsity: pattern {pat} fixes the sparsity of every layer at "
                              f"{1.0 - pat.n / pat.m:g}, got {sparsity:g}")
