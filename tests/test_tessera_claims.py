@@ -12,7 +12,6 @@ from scipy import stats
 from torch import nn
 
 from sparseflow.analysis import stats as stats_mod
-from sparseflow.analysis.stats import bootstrap_diff_ci
 from sparseflow.analysis.tables import FLOW_MEASURES, MEASURE_NAMES, PARAMETER_SETS, scsdc_table
 from sparseflow.config import load_config, run_id
 from sparseflow.flow.norms import gradient_flow
@@ -202,13 +201,23 @@ def _results(cells):
                                                              "accuracy")}} for p in pairs]}
 
 
-def test_group_bootstrap_of_two_groups_is_bootstrap_diff_ci():
+def test_linear_interval_reads_the_weights_of_a_linear_statistic():
+    """A difference of two means is Welch's interval of that contrast; a mean over two cells
+    of (S - D) has weights +-1/2; a statistic that is not linear is refused."""
     a, b = [0.9, 0.8, 0.85, 0.7], [0.6, 0.65, 0.7]
-    value, low, high = stats_mod.group_bootstrap({"a": a, "b": b}, lambda m: m["a"] - m["b"],
-                                           n_boot=10000)
+    value, low, high = stats_mod.linear_interval({"a": a, "b": b}, lambda m: m["a"] - m["b"])
     assert value == pytest.approx(np.mean(a) - np.mean(b))
-    assert (low, high) == pytest.approx(bootstrap_diff_ci(a, b))
-    assert np.isnan(stats_mod.group_bootstrap({"a": [1.0], "b": b}, lambda m: m["a"])[1])
+    want = stats_mod.contrast_interval([a, b], [1.0, -1.0])
+    assert (value, low, high) == pytest.approx(want)
+    cells = {("c1", "s"): [0.9, 0.8, 0.85], ("c1", "d"): [0.7, 0.75, 0.72],
+             ("c2", "s"): [0.6, 0.62, 0.59], ("c2", "d"): [0.61, 0.6, 0.66]}
+    got = stats_mod.linear_interval(cells, lambda m: np.mean(
+        [m[(c, "s")] - m[(c, "d")] for c in ("c1", "c2")], axis=0))
+    want = stats_mod.contrast_interval(list(cells.values()), [0.5, -0.5, 0.5, -0.5])
+    assert got == pytest.approx(want)
+    with pytest.raises(ValueError, match="not linear"):
+        stats_mod.linear_interval({"a": a, "b": b}, lambda m: m["a"] * m["b"])
+    assert np.isnan(stats_mod.linear_interval({"a": [1.0], "b": b}, lambda m: m["a"])[1])
 
 
 def _bn_cells(on_gap, off_gap, jitter=(0.0, 0.004, -0.004)):

@@ -144,6 +144,39 @@ def bootstrap_ratio_ci(a: Sequence[float], b: Sequence[float], level: float = 0.
     return (float(low), float(high))
 
 
+def fieller_ratio_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95
+                     ) -> tuple[float, float]:
+    """Fieller's interval of mean(a) / mean(b) for two independent samples (Fieller 1954).
+
+    With means m_a, m_b and squared standard errors v_a = s_a^2 / n_a, v_b = s_b^2 / n_b, the
+    interval is every R with (m_a - R m_b)^2 <= t^2 (v_a + R^2 v_b): the roots of
+    (m_b^2 - t^2 v_b) R^2 - 2 m_a m_b R + (m_a^2 - t^2 v_a) = 0, t the (1 + level)/2 Student
+    quantile with Welch-Satterthwaite degrees of freedom of m_a - R m_b at the point estimate.
+    Unbounded, (-inf, inf), when m_b is not significantly away from 0 (m_b^2 <= t^2 v_b): the
+    data cannot bound the ratio. (NaN, NaN) with fewer than 2 values on a side. Unlike a
+    percentile bootstrap, it keeps its level with 3 values a side (tested by simulation).
+    """
+    _check_level(level)
+    xa = np.asarray([float(v) for v in a], dtype=np.float64)
+    xb = np.asarray([float(v) for v in b], dtype=np.float64)
+    if xa.size < 2 or xb.size < 2:
+        return (math.nan, math.nan)
+    from scipy.stats import t as student
+
+    ma, mb = float(xa.mean()), float(xb.mean())
+    va, vb = float(xa.var(ddof=1)) / xa.size, float(xb.var(ddof=1)) / xb.size
+    r = ma / mb if mb != 0 else 0.0
+    den = (va ** 2 / (xa.size - 1) + r ** 4 * vb ** 2 / (xb.size - 1))
+    df = (va + r * r * vb) ** 2 / den if den > 0 else float(xa.size + xb.size - 2)
+    q = float(student.ppf((1.0 + level) / 2.0, df)) ** 2
+    a2 = mb * mb - q * vb
+    if a2 <= 0:
+        return (-math.inf, math.inf)
+    disc = (ma * mb) ** 2 - a2 * (ma * ma - q * va)
+    root = math.sqrt(max(0.0, disc))
+    return ((ma * mb - root) / a2, (ma * mb + root) / a2)
+
+
 def one_sided_tests(sparse: Sequence[float], dense: Sequence[float]) -> dict[str, float]:
     """p-values of H1: mean/median of ``sparse`` > ``dense`` (Welch t and Mann-Whitney U).
 
@@ -245,28 +278,6 @@ def tau_gap(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], y: Seque
     return point, float(low), float(high)
 
 
-def group_bootstrap(groups: Mapping[Hashable, Sequence[float]],
-                    stat: Callable[[Mapping[Hashable, np.ndarray]], np.ndarray], *,
-                    level: float = 0.95, n_boot: int = 4000, seed: int = 0
-                    ) -> tuple[float, float, float]:
-    """``stat`` of the groups' means and its percentile bootstrap interval over seeds: each
-    group (the seeds of one cell and kind) is resampled on its own, with replacement and its
-    own size (``numpy.random.default_rng(seed)``, groups in the mapping's order), as
-    ``analysis.stats.bootstrap_diff_ci`` does for two. ``stat`` maps ``{group: means}`` (arrays)
-    to an array. (value, NaN, NaN) when a group has fewer than 2 values (no spread)."""
-    means = {k: np.asarray([np.mean(v)]) for k, v in groups.items()}
-    point = float(np.asarray(stat(means))[0])
-    if any(len(v) < 2 for v in groups.values()):
-        return point, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    boot = {}
-    for k, v in groups.items():
-        xs = np.asarray(v, float)
-        boot[k] = xs[rng.integers(0, xs.size, size=(n_boot, xs.size))].mean(axis=1)
-    low, high = np.quantile(np.asarray(stat(boot)), [(1 - level) / 2, (1 + level) / 2])
-    return point, float(low), float(high)
-
-
 def contrast_interval(groups: Sequence[Sequence[float]], weights: Sequence[float],
                       level: float = 0.95) -> tuple[float, float, float]:
     """(effect, low, high) of a linear combination of group means, with Welch's t interval.
@@ -297,3 +308,35 @@ def contrast_interval(groups: Sequence[Sequence[float]], weights: Sequence[float
     df = float(parts.sum() ** 2 / (parts ** 2 / (n - 1)).sum())
     half = float(t.ppf((1.0 + level) / 2.0, df)) * se
     return (effect, effect - half, effect + half)
+
+
+def linear_interval(groups: Mapping[Hashable, Sequence[float]],
+                    stat: Callable[[Mapping[Hashable, np.ndarray]], Any],
+                    level: float = 0.95) -> tuple[float, float, float]:
+    """(value, low, high) of a statistic that is linear in the group means (a mean of
+    differences, a difference of means), with Welch's t interval (:func:`contrast_interval`).
+
+    ``stat`` maps ``{group: means}`` (arrays of one value each) to an array; its
+    weights are read off it, w_g = stat(e_g) - stat(0) with e_g the unit mean of group g, and
+    checked (ValueError when ``stat`` at the group means is not c + sum_g w_g m_g). Groups of
+    weight 0 are left out. With 3 seeds a side this keeps its level where a percentile
+    bootstrap does not (docs/science.md section 8)."""
+    keys = list(groups)
+    zero = {k: np.zeros(1) for k in keys}
+    base = float(np.asarray(stat(zero))[0])
+    weights = {}
+    for k in keys:
+        unit = dict(zero)
+        unit[k] = np.ones(1)
+        w = float(np.asarray(stat(unit))[0]) - base
+        if w != 0.0:
+            weights[k] = w
+    means = {k: np.asarray([np.mean(groups[k])]) for k in keys}
+    value = float(np.asarray(stat(means))[0])
+    linear = base + sum(w * float(means[k][0]) for k, w in weights.items())
+    if not math.isclose(value, linear, rel_tol=1e-9, abs_tol=1e-12):
+        raise ValueError("linear_interval: the statistic is not linear in the group means")
+    if not weights:
+        return (value, value, value)
+    _, low, high = contrast_interval([groups[k] for k in weights], list(weights.values()), level)
+    return (value, low + base, high + base)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sparseflow.analysis.stats import bootstrap_ratio_ci
+from sparseflow.analysis.stats import fieller_ratio_ci
 from sparseflow.config import Config, run_id
 from sparseflow.factories import is_reference
 from sparseflow.store.database import Store
@@ -153,13 +153,13 @@ def _signal_claims(cfg: Config, setting: Setting, scale: str, sink: list | None 
                     std[("dense", 0.9)], std[("dense", 0.0)], 0.1, below=True,
                     measured=f"{label} output std with the dense init at 90% sparsity over its "
                     f"value at 0% (uniform random masks, {n} draws)",
-                    what="output std of the dense init at 90% / at 0% sparsity, 95% bootstrap "
+                    what="output std of the dense init at 90% / at 0% sparsity, 95% Fieller "
                     "interval over mask and input draws: held when it lies below 0.1"),
         ratio_claim(1, "The sparsity-aware init keeps the output signal near its dense value "
                     "up to ~80% sparsity", std[("sparse", 0.8)], std[("sparse", 0.0)], 1 / 3,
                     measured=f"{label} output std with the sparse init at 80% sparsity over its "
                     f"value at 0% ({n} draws)",
-                    what="output std of the sparse init at 80% / at 0% sparsity, 95% bootstrap "
+                    what="output std of the sparse init at 80% / at 0% sparsity, 95% Fieller "
                     "interval over mask and input draws: held when it lies above 1/3"),
     ]
 
@@ -174,14 +174,15 @@ def update_change(store: Store, rid: str, until: int) -> float:
 def ratio_claim(number: int, text: str, a: list[float], b: list[float], threshold: float, *,
                 measured: str, what: str, below: bool = False) -> Claim:
     """A claim on ``mean(a) / mean(b)`` against ``threshold`` (docs/science.md section 8):
-    the effect, its 95% percentile bootstrap interval (``bootstrap_ratio_ci``, each side
-    resampled), n = len(a), and ``interval_verdict``; a NaN value (a run that measured
-    nothing) makes it not measurable. ``measured`` gets the effect appended; ``what`` is the
-    rule (with ", inconclusive when it spans the threshold or n = 1" added)."""
+    the effect, its 95% Fieller interval (``fieller_ratio_ci``: with 3 seeds a side a
+    percentile bootstrap of the ratio is too narrow), n = len(a), and ``interval_verdict``; a
+    NaN value (a run that measured nothing) makes it not measurable. ``measured`` gets the
+    effect appended; ``what`` is the rule (with ", inconclusive when it spans the threshold or
+    n = 1" added)."""
     if any(v != v for v in (*a, *b)) or not a or not b:
         return Claim(number, text, UNMEASURABLE, measured + ": nothing measured")
     effect = statistics.mean(a) / statistics.mean(b)
-    lo, hi = bootstrap_ratio_ci(a, b)
+    lo, hi = fieller_ratio_ci(a, b)
     return Claim(number, text, interval_verdict(lo, hi, threshold, below=below),
                  f"{measured}: {effect:.3g}", effect=effect, ci_low=finite(lo),
                  ci_high=finite(hi), n=len(a),
@@ -253,13 +254,13 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
             low = g[name]
             # a run that failed or measured nothing early (nan): not measurable
             nan = any(v != v for v in (low, *healthy))
-            lo, hi = bootstrap_ratio_ci(per_seed[name], per_seed[ref])
+            lo, hi = fieller_ratio_ci(per_seed[name], per_seed[ref])
             claims.append(Claim(
                 2, text, UNMEASURABLE if nan else interval_verdict(lo, hi, 0.5, below=True),
                 measured, effect=None if nan else low / g[ref], ci_low=finite(lo),
                 ci_high=finite(hi), n=len(per_seed[name]),
                 rule=f"effect = mean ||g||_2 of {name} / that of {ref} (the lowest of "
-                "scratch+, small dense, RigL+) over the first steps, 95% bootstrap interval "
+                "scratch+, small dense, RigL+) over the first steps, 95% Fieller interval "
                 "over seeds: held when it lies below 0.5, did not hold when above, "
                 "inconclusive when it spans 0.5 or there is one seed"))
         # claim 3: per seed, the mean change of ||g||_2 across the updates of the first half
@@ -284,8 +285,7 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
                         deltas["rigl+"], 0.5, below=True,
                         measured=said + "; inverted / RigL+",
                         what="effect = change at RigL inverted's updates / at RigL+'s, 95% "
-                        "bootstrap interval over seeds (a ratio: each side resampled): held "
-                        "when it lies below 0.5"),
+                        "Fieller interval over seeds: held when it lies below 0.5"),
         ]
         ticket = finished_summary(store, cfgs[("lottery", 0)])
         pruned = ticket["ticket_source"]

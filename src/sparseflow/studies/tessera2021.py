@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from sparseflow.analysis.stats import group_bootstrap, kendall_tau_b, tau_gap
+from sparseflow.analysis.stats import kendall_tau_b, linear_interval, tau_gap
 from sparseflow.analysis.tables import PARAMETER_SETS, POOLED
 from sparseflow.config import Config, run_id
 from sparseflow.studies.claims import (
@@ -55,8 +55,8 @@ L2 = 5e-4
 COLLAPSE = 0.05
 #: claim 7c: the activations whose sparse-vs-dense difference is set against ReLU's
 FAVOURED = ("prelu", "swish")
-#: bootstrap resamples (claim 6 resamples runs, claim 7 seeds) and their seed
-N_BOOT, BOOT_SEED = 4000, 0  # the defaults of tau_gap and group_bootstrap
+#: bootstrap resamples of claim 6 (over runs) and their seed; claim 7's intervals are Welch's
+N_BOOT, BOOT_SEED = 4000, 0  # the defaults of tau_gap
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,7 @@ def _median(ps: list[float]) -> float:
 def bn_claim(res: Mapping[str, Any]) -> Claim:
     """Claim 7a from the ``bn`` sweep's ``scsdc_results``: effect = mean over (optimiser,
     depth, dense width) of (S - D with BatchNorm) - (S - D without), S/D the mean accuracy of
-    the sparse / dense runs, with its bootstrap interval over seeds; per-cell one-sided p-values
+    the sparse / dense runs, with its Welch t interval over seeds; per-cell one-sided p-values
     summarised as medians and counts below 0.05."""
     cells = _cells(res)
     groups: dict[Hashable, list[float]] = {}
@@ -284,7 +284,7 @@ def bn_claim(res: Mapping[str, Any]) -> Claim:
     text = "BatchNorm helps sparse nets more than dense ones (SC-SDC)"
     if not matched:
         return Claim(7, text, UNMEASURABLE, "no cell finished both with and without BatchNorm")
-    eff, lo, hi = group_bootstrap(groups, stat)
+    eff, lo, hi = linear_interval(groups, stat)
     by = {b: [c["row"] for k, c in cells.items()
               if dict(k)["arch.batchnorm"] == b and c["row"] is not None]
           for b in ("False", "True")}
@@ -300,8 +300,8 @@ def bn_claim(res: Mapping[str, Any]) -> Claim:
                  + "; ".join(parts) + f"; {len(matched)} cells matched", effect=finite(eff),
                  ci_low=finite(lo), ci_high=finite(hi), n=n,
                  rule="effect = mean over (optimiser, depth, dense width) of [acc(S) - acc(D) "
-                 "with BN] - [acc(S) - acc(D) without BN], 95% bootstrap interval over seeds "
-                 "(each cell's sparse and dense seeds resampled on their own): held when it "
+                 "with BN] - [acc(S) - acc(D) without BN], 95% Welch t interval over seeds "
+                 "(Satterthwaite df over every cell's sparse and dense seeds): held when it "
                  "lies above 0, did not hold when below, inconclusive when it spans 0 or there "
                  "is one seed")
 
@@ -309,7 +309,7 @@ def bn_claim(res: Mapping[str, Any]) -> Claim:
 def l2_claim(res: Mapping[str, Any], chance: float | None,
              adam_bn: Mapping[str, Any] | None = None) -> Claim:
     """Claim 7b from the ``l2`` sweep's ``scsdc_results``: effect = mean over dense widths and
-    kinds (sparse, dense) of acc(AdamW + BN) - acc(Adam + L2 + BN), bootstrap over seeds; held
+    kinds (sparse, dense) of acc(AdamW + BN) - acc(Adam + L2 + BN), Welch over seeds; held
     when its interval lies above ``COLLAPSE``. A run that diverged counts at ``chance``
     accuracy (1 / classes; left out when None). ``adam_bn``: the ``bn`` sweep's results, whose
     Adam + BN cells at depth 4 (no L2) are quoted beside."""
@@ -334,14 +334,14 @@ def l2_claim(res: Mapping[str, Any], chance: float | None,
     def stat(m: Mapping[Hashable, np.ndarray]) -> np.ndarray:
         return np.mean([m[("adamw", r, k)] - m[("adam", r, k)] for r, k in pairs], axis=0)
 
-    eff, lo, hi = group_bootstrap(groups, stat)
+    eff, lo, hi = linear_interval(groups, stat)
     parts = []
     for opt, name in (("adam", f"Adam+L2 {L2:g}+BN"), ("adamw", f"AdamW wd {L2:g}+BN")):
         accs = []
         for kind in ("sparse", "dense"):
             sub = {k: v for k, v in groups.items() if k[0] == opt and k[2] == kind}
             if sub:
-                m, a, b = group_bootstrap(sub, lambda g: np.mean(list(g.values()), axis=0))
+                m, a, b = linear_interval(sub, lambda g: np.mean(list(g.values()), axis=0))
                 accs.append(f"{kind} {m:.4f}" + (f" [{a:.4f}, {b:.4f}]" if a == a else ""))
         parts.append(f"{name}: " + ", ".join(accs))
     if adam_bn is not None:
@@ -357,11 +357,11 @@ def l2_claim(res: Mapping[str, Any], chance: float | None,
                      f"AdamW {diverged['adamw']}")
     n = min(len(v) for v in groups.values())
     return Claim(7, text, interval_verdict(lo, hi, COLLAPSE), "4 hidden layers, mean test "
-                 "accuracy [95% bootstrap interval over seeds]: " + "; ".join(parts),
+                 "accuracy [95% Welch t interval over seeds]: " + "; ".join(parts),
                  effect=finite(eff), ci_low=finite(lo), ci_high=finite(hi), n=n,
                  rule="effect = mean over dense widths and over sparse/dense of acc(AdamW, "
                  f"decoupled wd {L2:g}, BN) - acc(Adam, coupled L2 {L2:g}, BN) at depth 4, 95% "
-                 f"bootstrap interval over seeds: held (a collapse) when it lies above "
+                 f"Welch t interval over seeds: held (a collapse) when it lies above "
                  f"{COLLAPSE}, did not hold when below {COLLAPSE}, inconclusive when it spans "
                  f"{COLLAPSE} or there is one seed; a diverged run counts at chance accuracy")
 
@@ -369,7 +369,7 @@ def l2_claim(res: Mapping[str, Any], chance: float | None,
 def activation_claim(res: Mapping[str, Any]) -> Claim:
     """Claim 7c from the ``act`` sweep's ``scsdc_results``: per activation the optimisers whose
     cell has Welch p < 0.05 (H1: S > D) and the mean S - D over optimisers; effect = mean over
-    optimisers of [mean of (S - D) over ``FAVOURED``] - (S - D with ReLU), bootstrap over
+    optimisers of [mean of (S - D) over ``FAVOURED``] - (S - D with ReLU), Welch t interval over
     seeds."""
     text = "PReLU and Swish favour sparse nets (SC-SDC over optimisers)"
     cells = _cells(res, drop=("optim.lr", "depth", "dense_width"))
@@ -393,22 +393,22 @@ def activation_claim(res: Mapping[str, Any]) -> Claim:
                         for o in opts], axis=0)
 
     sub = {k: v for k, v in groups.items() if k[0] in ("relu", *favoured) and k[1] in opts}
-    eff, lo, hi = group_bootstrap(sub, stat)
+    eff, lo, hi = linear_interval(sub, stat)
     parts = []
     for a, per in by.items():
         own = {k: v for k, v in groups.items() if k[0] == a}
-        m, x, y = group_bootstrap(own, lambda g, a=a, per=per: np.mean(
+        m, x, y = linear_interval(own, lambda g, a=a, per=per: np.mean(
             [diff(g, a, o) for o in per], axis=0))
         sig = [o for o, c in per.items() if c["row"]["welch_p"] < 0.05]
         parts.append(f"{a}: S - D {_interval(m, x, y)}, Welch p < 0.05 for {len(sig)} of "
                      f"{len(per)} ({', '.join(sig) or 'none'})")
     n = min(len(v) for v in sub.values())
     return Claim(7, text, interval_verdict(lo, hi), "mean acc(S) - acc(D) over optimisers "
-                 "[95% bootstrap interval over seeds]; " + "; ".join(parts),
+                 "[95% Welch t interval over seeds]; " + "; ".join(parts),
                  effect=finite(eff), ci_low=finite(lo), ci_high=finite(hi), n=n,
                  rule="effect = mean over optimisers (" + ", ".join(opts) + ") of [mean of "
                  "acc(S) - acc(D) over " + "/".join(favoured) + "] - [acc(S) - acc(D) with "
-                 "ReLU], 95% bootstrap interval over seeds: held when it lies above 0, did not "
+                 "ReLU], 95% Welch t interval over seeds: held when it lies above 0, did not "
                  "hold when below, inconclusive when it spans 0 or there is one seed")
 
 
