@@ -4,6 +4,7 @@ mean change of the gradient norm at mask updates -- on synthetic numbers with kn
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -22,7 +23,9 @@ def test_a_ratio_far_below_its_threshold_holds_and_one_far_above_does_not():
     low, ref = _noisy(0.05, 5, 0.005, 0), _noisy(1.0, 5, 0.05, 1)
     c = ratio_claim(1, "t", low, ref, 0.1, below=True, measured="m", what="w")
     assert c.verdict == HELD and c.n == 5
-    assert c.effect == pytest.approx((sum(low) / 5) / (sum(ref) / 5))
+    geo = math.exp(sum(map(math.log, low)) / 5 - sum(map(math.log, ref)) / 5)
+    assert c.effect == pytest.approx(geo)  # positive values: ratio of geometric means
+    assert "geometric means" in c.rule
     assert c.ci_low < c.effect < c.ci_high < 0.1  # the interval excludes the threshold
     assert c.measured.startswith("m: ") and "inconclusive when it spans 0.1" in c.rule
     above = ratio_claim(1, "t", ref, low, 0.1, below=True, measured="m", what="w")

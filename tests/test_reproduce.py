@@ -48,7 +48,7 @@ def test_smoke_presets(capsys, tmp_path, paper, numbers):
         assert claim4["verdict"] == INCONCLUSIVE and claim4["n"] == 1
         assert claim4["effect"] is not None and "Welch t interval" in claim4["rule"]
         for c in (c for c in res["claims"] if c["number"] == 2):
-            assert c["n"] == 1 and "/ that of" in c["rule"]
+            assert c["n"] == 1 and "over that of" in c["rule"]
             assert c["verdict"] in (INCONCLUSIVE, UNMEASURABLE)
     report = outdir / "report" / "index.html"
     assert res["report"] == str(report) and report.stat().st_size > 1000

@@ -121,3 +121,21 @@ def test_fieller_interval_by_hand_and_its_coverage_with_three_seeds():
         hits_b += lo <= 0.5 <= hi
     assert 0.91 <= hits_f / trials <= 0.99
     assert hits_b / trials < 0.85
+
+
+def test_ratio_interval_is_geometric_for_positive_values_and_fieller_otherwise():
+    import numpy as np
+
+    from sparseflow.analysis.stats import contrast_interval, fieller_ratio_ci, ratio_interval
+
+    a, b = [0.028, 0.027, 0.026], [1.1, 0.6, 0.44]  # far below, though b varies by 2.5x
+    eff, lo, hi, kind = ratio_interval(a, b)
+    e, lo_log, hi_log = contrast_interval([np.log(a), np.log(b)], [1.0, -1.0])
+    assert kind == "geometric"
+    assert (eff, lo, hi) == pytest.approx((math.exp(e), math.exp(lo_log), math.exp(hi_log)))
+    assert hi < 0.5  # where Fieller's interval of the arithmetic ratio is unbounded
+    assert fieller_ratio_ci(a, b) == (-math.inf, math.inf)
+    signed = [0.05, -0.02, 0.01]
+    eff, lo, hi, kind = ratio_interval(signed, [0.5, 0.4, 0.6])
+    assert kind == "arithmetic" and eff == pytest.approx(np.mean(signed) / 0.5)
+    assert (lo, hi) == fieller_ratio_ci(signed, [0.5, 0.4, 0.6])

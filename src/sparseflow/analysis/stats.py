@@ -177,6 +177,28 @@ def fieller_ratio_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95
     return ((ma * mb - root) / a2, (ma * mb + root) / a2)
 
 
+def ratio_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95
+                   ) -> tuple[float, float, float, str]:
+    """(effect, low, high, kind) of the ratio of two independent samples' typical values.
+
+    All values positive (norms, standard deviations): the ratio of geometric means
+    exp(mean log a - mean log b) with Welch's t interval of the log difference, exponentiated
+    (:func:`contrast_interval`; kind ``"geometric"``): positive quantities that vary by factors
+    across seeds are compared on the scale they vary on. Otherwise mean(a) / mean(b) with
+    :func:`fieller_ratio_ci` (kind ``"arithmetic"``). NaN interval with fewer than 2 values a
+    side."""
+    xa = [float(v) for v in a]
+    xb = [float(v) for v in b]
+    if xa and xb and min(xa) > 0 and min(xb) > 0:
+        eff, lo, hi = contrast_interval([np.log(xa), np.log(xb)], [1.0, -1.0], level)
+        return (math.exp(eff), math.exp(lo) if lo == lo else math.nan,
+                math.exp(hi) if hi == hi else math.nan, "geometric")
+    mb = statistics.mean(xb) if xb else math.nan
+    eff = statistics.mean(xa) / mb if xa and mb else math.nan
+    lo, hi = fieller_ratio_ci(xa, xb, level)
+    return (eff, lo, hi, "arithmetic")
+
+
 def one_sided_tests(sparse: Sequence[float], dense: Sequence[float]) -> dict[str, float]:
     """p-values of H1: mean/median of ``sparse`` > ``dense`` (Welch t and Mann-Whitney U).
 

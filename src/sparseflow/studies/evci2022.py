@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sparseflow.analysis.stats import fieller_ratio_ci
+from sparseflow.analysis.stats import ratio_interval
 from sparseflow.config import Config, run_id
 from sparseflow.factories import is_reference
 from sparseflow.store.database import Store
@@ -153,14 +153,14 @@ def _signal_claims(cfg: Config, setting: Setting, scale: str, sink: list | None 
                     std[("dense", 0.9)], std[("dense", 0.0)], 0.1, below=True,
                     measured=f"{label} output std with the dense init at 90% sparsity over its "
                     f"value at 0% (uniform random masks, {n} draws)",
-                    what="output std of the dense init at 90% / at 0% sparsity, 95% Fieller "
-                    "interval over mask and input draws: held when it lies below 0.1"),
+                    what="output std of the dense init at 90% / at 0% sparsity over mask and "
+                    "input draws: held when the interval lies below 0.1"),
         ratio_claim(1, "The sparsity-aware init keeps the output signal near its dense value "
                     "up to ~80% sparsity", std[("sparse", 0.8)], std[("sparse", 0.0)], 1 / 3,
                     measured=f"{label} output std with the sparse init at 80% sparsity over its "
                     f"value at 0% ({n} draws)",
-                    what="output std of the sparse init at 80% / at 0% sparsity, 95% Fieller "
-                    "interval over mask and input draws: held when it lies above 1/3"),
+                    what="output std of the sparse init at 80% / at 0% sparsity over mask and "
+                    "input draws: held when the interval lies above 1/3"),
     ]
 
 
@@ -171,22 +171,28 @@ def update_change(store: Store, rid: str, until: int) -> float:
     return series_mean(store, rid, "flow_update/delta/grad_l2", until)
 
 
+#: how a ratio claim's effect and interval are formed (``analysis.stats.ratio_interval``)
+RATIO_KINDS = {"geometric": "ratio of geometric means, 95% Welch t interval on the log scale",
+               "arithmetic": "ratio of means, 95% Fieller interval"}
+
+
 def ratio_claim(number: int, text: str, a: list[float], b: list[float], threshold: float, *,
                 measured: str, what: str, below: bool = False) -> Claim:
-    """A claim on ``mean(a) / mean(b)`` against ``threshold`` (docs/science.md section 8):
-    the effect, its 95% Fieller interval (``fieller_ratio_ci``: with 3 seeds a side a
-    percentile bootstrap of the ratio is too narrow), n = len(a), and ``interval_verdict``; a
-    NaN value (a run that measured nothing) makes it not measurable. ``measured`` gets the
-    effect appended; ``what`` is the rule (with ", inconclusive when it spans the threshold or
-    n = 1" added)."""
+    """A claim on the ratio of ``a`` to ``b`` against ``threshold`` (docs/science.md section
+    8): positive values (norms, standard deviations) as the ratio of geometric means with a
+    Welch t interval of the log ratio; otherwise the ratio of means with Fieller's interval
+    (``ratio_interval``: with 3 seeds a side a percentile bootstrap is too narrow); n =
+    len(a) and ``interval_verdict``. A NaN value (a run that measured nothing) makes it not
+    measurable. ``measured`` gets the effect appended; ``what`` is the rule (the kind of ratio
+    and ", inconclusive when it spans the threshold or n = 1" are added)."""
     if any(v != v for v in (*a, *b)) or not a or not b:
         return Claim(number, text, UNMEASURABLE, measured + ": nothing measured")
-    effect = statistics.mean(a) / statistics.mean(b)
-    lo, hi = fieller_ratio_ci(a, b)
+    effect, lo, hi, kind = ratio_interval(a, b)
     return Claim(number, text, interval_verdict(lo, hi, threshold, below=below),
                  f"{measured}: {effect:.3g}", effect=effect, ci_low=finite(lo),
                  ci_high=finite(hi), n=len(a),
-                 rule=what + f", inconclusive when it spans {threshold:.3g} or n = 1")
+                 rule=f"{what} ({RATIO_KINDS[kind]}), inconclusive when it spans "
+                 f"{threshold:.3g} or n = 1")
 
 
 def diff_claim(number: int, text: str, a: list[float], b: list[float] | None, *,
@@ -254,15 +260,15 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
             low = g[name]
             # a run that failed or measured nothing early (nan): not measurable
             nan = any(v != v for v in (low, *healthy))
-            lo, hi = fieller_ratio_ci(per_seed[name], per_seed[ref])
+            eff, lo, hi, kind = ratio_interval(per_seed[name], per_seed[ref])
             claims.append(Claim(
                 2, text, UNMEASURABLE if nan else interval_verdict(lo, hi, 0.5, below=True),
-                measured, effect=None if nan else low / g[ref], ci_low=finite(lo),
+                measured, effect=None if nan else finite(eff), ci_low=finite(lo),
                 ci_high=finite(hi), n=len(per_seed[name]),
-                rule=f"effect = mean ||g||_2 of {name} / that of {ref} (the lowest of "
-                "scratch+, small dense, RigL+) over the first steps, 95% Fieller interval "
-                "over seeds: held when it lies below 0.5, did not hold when above, "
-                "inconclusive when it spans 0.5 or there is one seed"))
+                rule=f"effect = mean ||g||_2 of {name} over that of {ref} (the lowest of "
+                f"scratch+, small dense, RigL+) over the first steps, {RATIO_KINDS[kind]}: "
+                "held when it lies below 0.5, did not hold when above, inconclusive when it "
+                "spans 0.5 or there is one seed"))
         # claim 3: per seed, the mean change of ||g||_2 across the updates of the first half
         seeds = {name: seeds_for(scale) if name in SEEDED else [0]
                  for name in ("rigl+", "set+", "rigl inverted+")}
@@ -284,8 +290,8 @@ def evci2022(root: Path, scale: str, workers: int | None, progress: bool,
             ratio_claim(3, "... and RigL inverted's updates do not", deltas["rigl inverted+"],
                         deltas["rigl+"], 0.5, below=True,
                         measured=said + "; inverted / RigL+",
-                        what="effect = change at RigL inverted's updates / at RigL+'s, 95% "
-                        "Fieller interval over seeds: held when it lies below 0.5"),
+                        what="effect = change at RigL inverted's updates / at RigL+'s: held "
+                        "when the interval lies below 0.5"),
         ]
         ticket = finished_summary(store, cfgs[("lottery", 0)])
         pruned = ticket["ticket_source"]
