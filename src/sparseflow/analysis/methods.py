@@ -47,18 +47,22 @@ def method_rows(runs: Sequence[Mapping[str, Any]], store: Store, early_fraction:
     before on the same batch), the mean ITOP rate and the mean realised sparsity; NaN where a
     run measured nothing (a dense run has no updates)."""
     from sparseflow.config import run_id
+    from sparseflow.methods.registry import method_spec
 
-    cells: dict[tuple[str, float, str, str], list[Mapping[str, Any]]] = {}
+    cells: dict[tuple[str, float, str, str], dict[int, Mapping[str, Any]]] = {}
     for r in runs:
         if r.get("status") != "finished":
             continue
         cfg = r["config"]
-        sparsity = 0.0 if cfg.method == "dense" else float(cfg.sparsity)
-        key = (cfg.model, sparsity, cfg.method, cfg.sparse.pattern)
-        cells.setdefault(key, []).append(r)
+        dense = method_spec(cfg.method).factory is None and cfg.method != "small_dense"
+        sparsity = 0.0 if dense else float(cfg.sparsity)
+        key = (cfg.model, sparsity, cfg.method, method_spec(cfg.method).pattern_of(cfg.sparse))
+        # one run per seed: a dense run listed under several sparsities is the same training
+        cells.setdefault(key, {}).setdefault(int(cfg.seed), r)
     header = ["model", "sparsity target", "method", "pattern", "n", *COLUMNS]
     rows: list[list[Cell]] = []
-    for (model, sparsity, method, pattern), group in sorted(cells.items()):
+    for (model, sparsity, method, pattern), by_seed in sorted(cells.items()):
+        group = list(by_seed.values())
         acc = [float(r["summary"]["test_accuracy"]) for r in group]
         s = summarize(acc)
         early, change = [], []
@@ -70,7 +74,7 @@ def method_rows(runs: Sequence[Mapping[str, Any]], store: Store, early_fraction:
             change.append(series_mean(store, rid, "flow_update/delta/grad_l2", steps))
         itop = _mean([float(r["summary"].get("itop_rate", float("nan"))) for r in group])
         realised = _mean([float(r["summary"].get("sparsity", 0.0)) for r in group])
-        rows.append([model, None if method == "dense" else sparsity, method, pattern, s.n,
+        rows.append([model, sparsity or None, method, pattern, s.n,
                      s.mean, s.ci_low, s.ci_high, _mean(early), _mean(change), itop, realised])
     return header, rows
 

@@ -70,13 +70,22 @@ class MethodSpec:
     ``factory(model, optimizer, **kwargs)`` attaches it (None: dense training, no mask);
     ``options``: its option classes, whose :meth:`~Options.arguments` become the keyword
     arguments; ``narrows_model``: the method trains a dense model narrowed to the sparse one's
-    non-zero count (small dense) instead of a mask.
+    non-zero count (small dense) instead of a mask; ``pattern``: the sparsity pattern the
+    method always keeps (SRigL: ``fan_in``), used when ``sparse.pattern`` is left at
+    ``unstructured``.
     """
 
     name: str
     factory: Factory | None
     options: tuple[type[Options], ...] = ()
     narrows_model: bool = False
+    pattern: str | None = None
+
+    def pattern_of(self, opts: Any) -> str:
+        """The pattern a run of this method keeps: ``sparse.pattern``, or the method's own
+        when that is left at ``unstructured``."""
+        given = str(getattr(opts, "pattern", "unstructured"))
+        return self.pattern if self.pattern and given == "unstructured" else given
 
     def arguments(self, opts: Any, ctx: BuildContext) -> dict[str, Any]:
         """The factory's keyword arguments from the ``sparse`` options, later classes winning."""
@@ -105,11 +114,12 @@ METHODS: dict[str, MethodSpec] = {}
 
 
 def register(name: str, factory: Factory | None, *options: type[Options],
-             narrows_model: bool = False) -> MethodSpec:
-    """Register method ``name``: its factory and its option classes (see the module doc)."""
+             narrows_model: bool = False, pattern: str | None = None) -> MethodSpec:
+    """Register method ``name``: its factory, its option classes and (``pattern``) the sparsity
+    pattern it always keeps (see the module doc)."""
     if name in METHODS:
         raise ValueError(f"method {name!r} is already registered")
-    spec = MethodSpec(name, factory, tuple(options), narrows_model)
+    spec = MethodSpec(name, factory, tuple(options), narrows_model, pattern)
     METHODS[name] = spec
     return spec
 
@@ -213,7 +223,7 @@ register("rigl_inverted", rigl_inverted, RigLOptions)
 register("snip", snip, PruneAtInitOptions)
 register("grasp", grasp, PruneAtInitOptions)
 register("synflow", synflow, SynFlowOptions)
-register("srigl", srigl, SRigLOptions)
+register("srigl", srigl, SRigLOptions, pattern="fan_in")
 register("granet", granet, GraNetOptions)
 register("acdc", acdc, ACDCOptions)
 register("ste", ste, STEOptions)

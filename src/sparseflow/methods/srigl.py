@@ -50,7 +50,7 @@ def salient_per_unit(weight: torch.Tensor, grad: torch.Tensor, n_keep: int, n_gr
 
 @dataclass
 class SRigLOptions(RigLOptions):
-    """SRigL: neuron ablation (the pattern is always ``fan_in``)."""
+    """SRigL: neuron ablation (its pattern, ``fan_in``, is registered with the method)."""
 
     srigl_ablation: float = field(
         0.3, low=0.0, high=1.0, help="srigl: gamma_sal, a unit with fewer salient weights than "
@@ -62,8 +62,6 @@ class SRigLOptions(RigLOptions):
     def arguments(cls, opts: Any, ctx: BuildContext) -> dict[str, Any]:
         out = RigLOptions.arguments(opts, ctx)
         out.update(ablation=opts.srigl_ablation, ablate_last=opts.srigl_ablate_last)
-        if opts.pattern == "unstructured":  # the config's default: SRigL's own pattern
-            out["pattern"] = "fan_in"
         return out
 
 

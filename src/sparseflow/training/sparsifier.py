@@ -83,7 +83,8 @@ def _common(cfg: Config) -> dict[str, Any]:
     opts = SparseInitOptions.init_opts(cfg.sparse) if cfg.init == "sparse" else None
     return {**selection(cfg), "sparsity": cfg.sparsity, "distribution": cfg.distribution,
             "init": cfg.init, "init_opts": opts, "masking": cfg.sparse.masking,
-            "execution": cfg.sparse.execution, "pattern": cfg.sparse.pattern, "seed": cfg.seed}
+            "execution": cfg.sparse.execution,
+            "pattern": method_spec(cfg.method).pattern_of(cfg.sparse), "seed": cfg.seed}
 
 
 def small_dense_widths(cfg: Config, data: Dataset) -> list[int]:
