@@ -187,3 +187,25 @@ def test_schedule_pattern_walks_n_down_to_its_final_value(density: float, want: 
     got = schedule_pattern(Pattern("nm", n=2, m=4), density)
     assert (None if got is None else str(got)) == want
     assert schedule_pattern(Pattern("fan_in"), density) == Pattern("fan_in")
+
+
+@pytest.mark.parametrize("pat", ["fan_in", "2:4", "block:4x4", "unit"])
+def test_sparse_init_variance_follows_each_units_fan_in_under_a_pattern(pat: str) -> None:
+    """The sparsity-aware init gives every active weight variance gain2 / (its unit's active
+    fan-in): one value per layer under fan_in and N:M, one per block row under blocks, and
+    nothing for a unit switched off by ``unit``."""
+    from sparseflow.sparsity import sparse_variance
+
+    p = parse_pattern(pat)
+    k = 16 * 32 // 2 if p.kind == "nm" else 16 * 32 // 4
+    mask = random_pattern_mask((16, 32), k, p, torch.Generator().manual_seed(0))
+    var = sparse_variance(mask)
+    fan = mask.sum(dim=1)
+    for r in range(16):
+        want = 2.0 / max(1, int(fan[r]))
+        assert torch.allclose(var[r][mask[r]], torch.full_like(var[r][mask[r]], want))
+    active = var[mask]
+    if p.kind in ("fan_in", "nm"):
+        assert torch.allclose(active, active[0].expand_as(active))
+    if p.kind == "unit":
+        assert int((fan == 0).sum()) == 12 and int((fan == 32).sum()) == 4
