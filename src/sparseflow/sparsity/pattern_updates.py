@@ -114,11 +114,24 @@ def group_view(atoms: torch.Tensor, pattern: Pattern) -> torch.Tensor:
 
 def _top_per_group(scores: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Bool ``(G, S)``: in each group g, the ``counts[g]`` highest scores (ties to the lower
-    index; -inf scores only when nothing else is left)."""
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(scores.shape[1]).expand_as(order).contiguous())
-    return ranks < counts[:, None]
+    index; -inf scores only when nothing else is left).
+
+    By selection, not a sort: t_g = the counts[g]-th largest score of the group
+    (``torch.topk`` with k = max counts), every score above t_g, and of the scores equal to
+    t_g the first ones in index order until the group has counts[g]."""
+    groups, size = scores.shape
+    k = min(size, int(counts.max())) if counts.numel() else 0
+    if k == 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    counts = counts.clamp(max=size)
+    top = torch.topk(scores, k, dim=1).values  # descending
+    t = top.gather(1, (counts - 1).clamp(min=0)[:, None])
+    above = scores > t
+    ties = scores == t
+    want = counts[:, None] - above.sum(dim=1, keepdim=True)
+    chosen = above | (ties & (ties.cumsum(dim=1) <= want))
+    chosen[counts == 0] = False
+    return chosen
 
 
 def drop_and_grow(mask: torch.Tensor, drop_scores: torch.Tensor, grow_scores: torch.Tensor,
