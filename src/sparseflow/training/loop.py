@@ -14,9 +14,12 @@ autocast); fp16 scales the loss (``torch.amp.GradScaler``), unscales the gradien
 backward (so ``after_backward`` hooks, coupled L2 and RigL's grow scores see true gradients)
 and, when the scaled gradients overflow, retries the step on the same batch with half the
 scale, BatchNorm buffers restored, so that every schedule (learning rate, data, mask updates,
-measurements) counts only steps the optimiser took. ``compile`` runs the forward pass through
-``torch.compile`` (backend :data:`COMPILE_BACKEND`); evaluation and measurements use the eager
-module.
+measurements) counts only steps the optimiser took (the autocast, the scaler and the retry:
+``training/precision.py``). ``compile`` runs the forward pass through ``torch.compile``
+(backend :data:`COMPILE_BACKEND`); evaluation and measurements use the eager module.
+
+(Kept whole at ~430 lines: the ``Trainer`` is one object over one state: its construction,
+checkpoint and resume, evaluation and the step loop.)
 """
 
 from __future__ import annotations
@@ -46,18 +49,19 @@ from sparseflow.store.checkpoint import (
     save_checkpoint,
 )
 from sparseflow.training import optim as optim_mod
+from sparseflow.training import precision as precision_mod
 from sparseflow.training.callbacks import Callback, overriding
 from sparseflow.training.interrupts import Interrupted, StopRequest
+from sparseflow.training.precision import (  # noqa: F401 (DTYPES: re-exported)
+    DTYPES,
+    MAX_RETRIES,
+    _BufferSnapshot,
+)
 
 _RESUME_KEYS = ("model", "optimizer", "rng", "loop", "step")  # what restore() reads
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-"""Autocast dtype of each ``train.precision`` other than fp32."""
 COMPILE_BACKEND: Any = "inductor"
 """``torch.compile`` backend of ``train.compile=true`` (a name or a callable; tests count
 compilations through a callable)."""
-MAX_RETRIES = 40
-"""fp16: consecutive overflowing attempts of one step (the scale halves each time, 2^16 to
-2^-24) after which the run counts as diverged."""
 
 
 class Diverged(Exception):
@@ -86,26 +90,6 @@ def evaluate(
     model.train(was_training)
     n = max(1, len(x))
     return loss_sum / n, correct / n
-
-
-class _BufferSnapshot:
-    """A copy of a module's buffers (BatchNorm statistics), taken before each fp16 attempt and
-    put back when the attempt is retried."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.buffers = [b for b in module.buffers() if b.numel()]
-        self.copies = [b.detach().clone() for b in self.buffers]
-
-    def save(self) -> None:
-        """Copy the buffers' current values."""
-        if self.buffers:
-            torch._foreach_copy_(self.copies, self.buffers)
-
-    def restore(self) -> None:
-        """Put the saved values back."""
-        if self.buffers:
-            with torch.no_grad():
-                torch._foreach_copy_(self.buffers, self.copies)
 
 
 class Trainer:
@@ -191,21 +175,13 @@ class Trainer:
 
     def _make_scaler(self) -> torch.amp.GradScaler | None:
         """The fp16 gradient scaler (None otherwise); bf16 on a GPU without bf16 arithmetic
-        is a one-line ConfigError."""
-        if (self.precision == "bf16" and self.device.type == "cuda"
-                and not torch.cuda.is_bf16_supported()):
-            raise ConfigError("train.precision: bf16 is not supported by this GPU; use fp16 "
-                              "(or fp32)")
-        if self.precision != "fp16":
-            return None
-        return torch.amp.GradScaler(self.device.type)
+        is a one-line ConfigError (:func:`~sparseflow.training.precision.make_scaler`)."""
+        return precision_mod.make_scaler(self.precision, self.device)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The context of the training forward pass and loss: ``torch.autocast`` to the
         ``train.precision`` dtype on the run's device type, nothing for fp32."""
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
+        return precision_mod.autocast(self.precision, self.device.type)
 
     # -- metrics ---------------------------------------------------------------------------
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -411,33 +387,24 @@ class Trainer:
                          buffers: _BufferSnapshot | None) -> tuple[torch.Tensor, torch.Tensor]:
         """fp16: forward and loss under autocast, backward of the scaled loss, gradients
         unscaled in place; an attempt whose gradients overflow is undone (BatchNorm buffers
-        restored, scale halved by ``scaler.update()``) and the step retried on the same batch.
+        restored, scale halved by ``scaler.update()``) and the step retried on the same batch
+        (:func:`~sparseflow.training.precision.scaled_backward`; each retry counts in
+        :attr:`retries`).
 
         Returns ``(logits, loss)`` of the attempt whose gradients are finite. A non-finite
         loss, or :data:`MAX_RETRIES` overflowing attempts in a row, is :class:`Diverged`.
         """
-        scaler, opt = self.scaler, self.optimizer
-        assert scaler is not None
-        for _ in range(MAX_RETRIES):
-            if buffers is not None:
-                buffers.save()
-            with self.autocast():
-                out = self.model(x)
-                loss = F.cross_entropy(out, y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            found = scaler._found_inf_per_device(opt)  # what scaler.step() itself checks
-            if not sum(v.item() for v in found.values()):
-                return out, loss
-            if not bool(torch.isfinite(loss.detach())):
-                break  # the loss itself overflowed: no scale helps
-            scaler.update()  # halves the scale and forgets this attempt's unscaling
-            if buffers is not None:
-                buffers.restore()
+        assert self.scaler is not None
+
+        def retried() -> None:
             self.retries += 1
-        opt.zero_grad(set_to_none=True)
-        raise Diverged(self.step + 1)
+
+        done = precision_mod.scaled_backward(
+            self.model, self.optimizer, self.scaler, x, y, buffers, context=self.autocast,
+            max_retries=MAX_RETRIES, on_retry=retried)  # loop's name: tests patch it
+        if done is None:
+            raise Diverged(self.step + 1)
+        return done
 
     def summary(self) -> dict[str, Any]:
         """The run's final numbers (callbacks may add fields)."""
