@@ -30,7 +30,7 @@ layer alone.
     One RigL mask update (``sparsifier.step()`` at an update step: the drop and grow of every
     layer, optimiser state reset and, for ``execution="sparse"``, the CSR layers rebuilt) on
     LeNet-300-100 under each pattern, masked and sparse. The structured patterns go through
-    ``sparsity.drop_and_grow`` (a sort per group), the unstructured one through the selection
+    ``sparsity.drop_and_grow`` (top-k selection per group), the unstructured one through the selection
     path (top-k / k-th value over indices). The training step before each update (whose
     backward captures the dense gradient RigL grows by) is not timed; ``--train`` includes it.
     Each repeat times ``--updates`` updates of every configuration and ``--steps`` dense
@@ -404,7 +404,7 @@ def update_part(args: argparse.Namespace) -> None:
         selects = sum(int(o[n][0]) for n in SELECT_OPS if n in o)
         top = sorted(o.items(), key=lambda kv: -kv[1][1])[:3]
         rows.append([str(pat), v.name.rsplit(" ", 1)[1],
-                     "drop_and_grow (sort per group)" if pat.structured else "selection",
+                     "drop_and_grow (per-group selection)" if pat.structured else "selection",
                      f"{1e3 * statistics.median(wall[v.name]):.3f}",
                      f"{1e3 * statistics.median(cpu[v.name]):.3f}", fmt_ratio(mult),
                      str(sorts), str(selects),
