@@ -30,8 +30,8 @@ layer alone.
     One RigL mask update (``sparsifier.step()`` at an update step: the drop and grow of every
     layer, optimiser state reset and, for ``execution="sparse"``, the CSR layers rebuilt) on
     LeNet-300-100 under each pattern, masked and sparse. The structured patterns go through
-    ``sparsity.drop_and_grow`` (top-k selection per group), the unstructured one through the selection
-    path (top-k / k-th value over indices). The training step before each update (whose
+    ``sparsity.drop_and_grow`` (top-k selection per group), the unstructured one through the
+    selection path (top-k / k-th value over indices). The training step before each update (whose
     backward captures the dense gradient RigL grows by) is not timed; ``--train`` includes it.
     Each repeat times ``--updates`` updates of every configuration and ``--steps`` dense
     training steps, in a rotating order; ms per update and the update as a multiple of a dense
