@@ -185,11 +185,19 @@ class SET(Sparsifier):
     def prepare_scores(self) -> None:
         """Hook run once per update before the layers are scored."""
 
+    def drop_scores(self, name: str, weight: torch.Tensor,
+                    index: torch.Tensor | None = None) -> torch.Tensor:
+        """Score of each position for keeping (lower drops first): |w|, of the flat positions
+        ``index`` (1-d) or of the whole layer (weight-shaped). MEST adds its gradient term."""
+        w = weight.detach()
+        return (w.reshape(-1)[index] if index is not None else w).abs()
+
     def update(self, step: int) -> dict[str, float]:
         """Drop the smallest-magnitude active weights, grow by :meth:`grow_scores`.
 
         Per layer, on indices: the active positions A (one ``nonzero``), the n_active - k
-        largest |w| over A kept (``topk_mask``: ties to the lower flat index), the rest
+        largest :meth:`drop_scores` (|w|) over A kept (``topk_mask``: ties to the lower flat
+        index), the rest
         dropped; grow scores with the blocked positions (kept ones, or every active one with
         ``exclude_dropped``) set to -inf, the k largest grown (``topk_indices``).
         """
@@ -207,7 +215,7 @@ class SET(Sparsifier):
                 k = min(k, p.numel() - n_active)
             if k == 0:
                 continue
-            keep = topk_mask(p.detach().reshape(-1)[active].abs(), n_active - k)
+            keep = topk_mask(self.drop_scores(name, p, active), n_active - k)
             blocked = active if self.exclude_dropped else active[keep]
             scores = self.grow_scores(name, p).detach().reshape(-1).float()
             scores = scores.index_fill(0, blocked.to(scores.device), float("-inf"))
@@ -228,8 +236,8 @@ class SET(Sparsifier):
         k = floor_count(alpha, n_atoms)
         if k == 0 and targets is None:
             return
-        new = drop_and_grow(mask, p.detach().abs(), self.grow_scores(name, p).detach(), k,
-                            self.pattern, targets=targets,
+        new = drop_and_grow(mask, self.drop_scores(name, p), self.grow_scores(name, p).detach(),
+                            k, self.pattern, targets=targets,
                             exclude_dropped=self.exclude_dropped)
         self.replace_mask(name, new, zero=new & ~mask)
 

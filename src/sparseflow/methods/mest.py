@@ -35,13 +35,8 @@ from sparseflow.methods.options import BuildContext, DynamicOptions
 from sparseflow.sparsity import (
     MaskSet,
     Pattern,
-    drop_and_grow,
-    floor_count,
     step_at,
-    topk_indices,
-    topk_mask,
 )
-from sparseflow.sparsity.pattern_updates import atom_mask
 from sparseflow.typed import field
 
 MEST_SCHEDULES = ("step", *DROP_SCHEDULES)
@@ -225,56 +220,17 @@ class MEST(SET):
 
     # -- the update -------------------------------------------------------------------------
     def update(self, step: int) -> dict[str, float]:
-        """Drop the smallest ``|w| + lambda |g|`` per layer, grow as many at random.
-
-        Per layer, on indices: the active positions A, the ``n_active - k`` largest scores
-        over A kept (``topk_mask``: ties to the lower flat index), the rest dropped; uniform
-        random grow scores with the blocked positions (kept ones, or every active one with
-        ``exclude_dropped``) at -inf, the k largest grown.
-        """
+        """SET's update (:meth:`SET.update`, under a pattern ``drop_and_grow``) with
+        :meth:`drop_scores` ``|w| + lambda |g|`` and uniform random growth."""
         if self.lam != 0.0 and self._grads is None:
             raise ValueError(
                 "mest: no gradient of the update step; call sparsifier.step() right after "
                 "optimizer.step() (and loss.backward() before it)"
             )
-        alpha = self.drop_fraction_at(step)
         try:
-            if self.pattern.structured:
-                for name, p in self.params.items():
-                    self.update_under_pattern(name, p, alpha)
-                return {"drop_fraction": alpha}
-            for name, p in self.params.items():
-                active = self.masks[name].reshape(-1).nonzero().squeeze(1)
-                n_active = active.numel()
-                k = floor_count(alpha, n_active)
-                if self.exclude_dropped:  # fewer free positions than drops: mutate what fits
-                    k = min(k, p.numel() - n_active)
-                if k == 0:
-                    continue
-                keep = topk_mask(self.drop_scores(name, p, active), n_active - k)
-                blocked = active if self.exclude_dropped else active[keep]
-                scores = self.grow_scores(name, p).detach().reshape(-1).float()
-                scores = scores.index_fill(0, blocked.to(scores.device), float("-inf"))
-                grow = topk_indices(scores, k).to(active.device)
-                self.replace_positions(name, active[~keep], grow)
-            return {"drop_fraction": alpha}
+            return super().update(step)
         finally:
             self._grads = None
-
-    def update_under_pattern(self, name: str, p: torch.Tensor, alpha: float,
-                             targets: torch.Tensor | None = None) -> None:
-        """The update of one layer under a structured pattern: ``sparsity.drop_and_grow`` with
-        drop scores ``|w| + lambda |g|`` (atom sums) and uniform random grow scores, so every
-        N:M group or fan-in row regrows what it lost and the pattern holds."""
-        mask = self.masks[name]
-        n_atoms = int(atom_mask(mask, self.pattern).sum())
-        k = floor_count(alpha, n_atoms)
-        if k == 0 and targets is None:
-            return
-        new = drop_and_grow(mask, self.drop_scores(name, p), self.grow_scores(name, p).detach(),
-                            k, self.pattern, targets=targets,
-                            exclude_dropped=self.exclude_dropped)
-        self.replace_mask(name, new, zero=new & ~mask)
 
 
 @dataclass
