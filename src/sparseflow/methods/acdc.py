@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseflow.methods.base import Sparsifier
+from sparseflow.methods.base import Sparsifier, check_int
 from sparseflow.methods.calls import fill_doc, named_errors
-from sparseflow.methods.granet import _step, resolve_scope
+from sparseflow.methods.granet import resolve_scope
 from sparseflow.methods.options import BuildContext, Options
 from sparseflow.methods.pruning import magnitude_masks
 from sparseflow.sparsity import MaskSet, Pattern, pattern_topk, step_at
@@ -155,10 +155,10 @@ class ACDC(Sparsifier):
         pattern: str | Pattern = "unstructured",
         seed: int = 0,
     ) -> None:
-        total = _step("total_steps", total_steps, 1)
+        total = check_int("total_steps", total_steps, 1)
 
         def steps(name: str, value: int | None, fraction: float) -> int:
-            return step_at(fraction, total) if value is None else _step(name, value, 1)
+            return step_at(fraction, total) if value is None else check_int(name, value, 1)
 
         self.total_steps = total
         self.warmup_steps = steps("warmup_steps", warmup_steps, ACDC_WARMUP)

@@ -16,6 +16,7 @@ Use from any training loop::
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -59,6 +60,21 @@ def as_pattern(pattern: str | Pattern) -> Pattern:
         return parse_pattern(pattern)
     except ValueError as e:
         raise ValueError(f"pattern: {e}") from None
+
+
+def check_int(field: str, value: Any, low: int = 1, meaning: str = "") -> int:
+    """``value`` as an int >= ``low`` (any integer type; not a bool or a float), else a one-line
+    ``ValueError`` naming ``field``: "expected [meaning, ]an int >= low, got ..."."""
+    what = f"{meaning}, an int >= {low}" if meaning else f"an int >= {low}"
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        out = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{field}: expected {what}, got {value!r}") from None
+    if out < low:
+        raise ValueError(f"{field}: expected {what}, got {out}")
+    return out
 
 
 def check_choice(field: str, value: str, valid: Sequence[str]) -> None:

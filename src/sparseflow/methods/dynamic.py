@@ -14,14 +14,13 @@ alpha, ``lr`` alpha * lr_t / lr_0.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from sparseflow.methods.base import GradFn, Sparsifier, check_choice
+from sparseflow.methods.base import GradFn, Sparsifier, check_choice, check_int
 from sparseflow.methods.calls import fill_doc, named_errors
 from sparseflow.sparsity import (
     MaskSet,
@@ -78,28 +77,15 @@ def resolve_t_end(t_end: int | None, total_steps: int | None) -> int:
     """
     total = None
     if total_steps is not None:
-        total = _positive_step("total_steps", total_steps, "the number of optimiser steps")
+        total = check_int("total_steps", total_steps, meaning="the number of optimiser steps")
     if t_end is not None:
-        return _positive_step("t_end", t_end, "the optimiser step of the last mask update")
+        return check_int("t_end", t_end, meaning="the optimiser step of the last mask update")
     if total is None:
         raise ValueError(
             "pass t_end= (the step of the last mask update) or total_steps= "
             f"(t_end is then {T_END_FRACTION:.0%} of it)"
         )
     return step_at(T_END_FRACTION, total)
-
-
-def _positive_step(field: str, value: Any, meaning: str) -> int:
-    """``value`` as an int >= 1 (any integer type; not a bool or a float), else ValueError."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        step = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{field}: expected {meaning}, an int >= 1, got {value!r}") from None
-    if step < 1:
-        raise ValueError(f"{field}: expected {meaning}, an int >= 1, got {step}")
-    return step
 
 
 @fill_doc(dynamic=DYNAMIC_OPTIONS_DOC)

@@ -24,7 +24,6 @@ with their optimiser state reset.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseflow.methods.base import GradFn, as_pattern, check_choice
+from sparseflow.methods.base import GradFn, as_pattern, check_choice, check_int
 from sparseflow.methods.calls import fill_doc, named_errors
 from sparseflow.methods.dynamic import GRAD_FN_DOC, RigL
 from sparseflow.methods.options import BuildContext, Options
@@ -146,19 +145,6 @@ def resolve_scope(scope: str | None, pattern: str | Pattern) -> str:
     return scope
 
 
-def _step(field_name: str, value: Any, low: int) -> int:
-    """``value`` as an int >= ``low`` (not a bool or float), else a one-line ValueError."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        step = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{field_name}: expected an int >= {low}, got {value!r}") from None
-    if step < low:
-        raise ValueError(f"{field_name}: expected an int >= {low}, got {step}")
-    return step
-
-
 @fill_doc(granet=GRANET_OPTIONS_DOC, grad_fn=GRAD_FN_DOC)
 class GraNet(RigL):
     """GraNet (Liu, Chen, Chen, Atashgahi, Yin, Kou, Shen, Pechenizkiy, Wang, Mocanu 2021,
@@ -236,14 +222,14 @@ class GraNet(RigL):
         pattern: str | Pattern = "unstructured",
         seed: int = 0,
     ) -> None:
-        total = _step("total_steps", total_steps, 1)
-        t_begin = _step("t_begin", t_begin, 0)
-        t_end = step_at(GRANET_END, total) if t_end is None else _step("t_end", t_end, 1)
+        total = check_int("total_steps", total_steps, 1)
+        t_begin = check_int("t_begin", t_begin, 0)
+        t_end = step_at(GRANET_END, total) if t_end is None else check_int("t_end", t_end, 1)
         if t_end < t_begin:
             raise ValueError(f"t_end: the last pruning step {t_end} is before t_begin "
                              f"{t_begin}")
-        every = _step("every", every, 1)
-        regrow_end = total if regrow_end is None else _step("regrow_end", regrow_end, 1)
+        every = check_int("every", every, 1)
+        regrow_end = total if regrow_end is None else check_int("regrow_end", regrow_end, 1)
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity: {sparsity!r} is out of range [0, 1)")
         if not 0.0 <= initial_sparsity <= sparsity:

@@ -20,7 +20,6 @@ The soft-memory-bound variant (MEST+EM&S: grow first, train, prune back) is not 
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparseflow.methods.base import check_choice
+from sparseflow.methods.base import check_choice, check_int
 from sparseflow.methods.calls import fill_doc, named_errors
 from sparseflow.methods.dynamic import DROP_SCHEDULES, SET
 from sparseflow.methods.options import BuildContext, DynamicOptions
@@ -70,22 +69,6 @@ lam : float, default 0.5
 exclude_dropped : bool, default False
     Do not regrow the weights dropped at the same update.
 """
-
-
-def _step_or_none(field_name: str, value: Any) -> int | None:
-    """``value`` as an int >= 1, or None; a one-line ValueError naming ``field_name``."""
-    if value is None:
-        return None
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        step = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{field_name}: expected an optimiser step, an int >= 1, got "
-                         f"{value!r}") from None
-    if step < 1:
-        raise ValueError(f"{field_name}: expected an optimiser step, an int >= 1, got {step}")
-    return step
 
 
 @fill_doc(mest=MEST_OPTIONS_DOC)
@@ -160,7 +143,8 @@ class MEST(SET):
         seed: int = 0,
     ) -> None:
         check_choice("drop_schedule", drop_schedule, MEST_SCHEDULES)
-        decay_at = _step_or_none("decay_at", decay_at)
+        decay_at = (None if decay_at is None
+                    else check_int("decay_at", decay_at, meaning="an optimiser step"))
         if (isinstance(lam, bool) or not isinstance(lam, int | float)
                 or not math.isfinite(lam) or lam < 0):
             raise ValueError(f"lam: expected a finite number >= 0, got {lam!r}")

@@ -27,14 +27,13 @@ masked positions in a *shadow* tensor S (S = W * (1 - M), zero at active positio
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from sparseflow.methods.base import Sparsifier
+from sparseflow.methods.base import Sparsifier, check_int
 from sparseflow.methods.calls import fill_doc, named_errors
 from sparseflow.sparsity import MaskSet, Pattern, pattern_topk, select_weights
 
@@ -58,19 +57,6 @@ method keeps masked weights zero itself); ``execution`` must be ``"masked"``. Wi
 training loop's decoupled weight decay (``optim.weight_decay`` with a non-AdamW optimiser,
 applied to the parameters before the step) the masked dense weights get the same decay.
 """
-
-
-def positive_int(field: str, value: Any) -> int:
-    """``value`` as an int >= 1 (any integer type, not a bool), else a one-line ValueError."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        out = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{field}: expected an int >= 1, got {value!r}") from None
-    if out < 1:
-        raise ValueError(f"{field}: expected an int >= 1, got {out}")
-    return out
 
 
 @fill_doc(shadow=SHADOW_OPTIONS_DOC, notes=SHADOW_NOTES)
@@ -122,7 +108,7 @@ class ShadowSparsifier(Sparsifier):
         if execution != "masked":
             raise ValueError(f"execution: {self.name} keeps dense weights behind the mask; only "
                              f"'masked' is supported, got {execution!r}")
-        self.update_every = positive_int("update_every", update_every)
+        self.update_every = check_int("update_every", update_every)
         # the dense weights before the init masks them (the base masks them in place)
         chosen = select_weights(model, include=include, exclude=exclude,
                                 dense_first=dense_first, dense_last=dense_last)
