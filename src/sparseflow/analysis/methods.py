@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sparseflow.analysis.stats import summarize
-from sparseflow.analysis.tables import Cell, write_table
+from sparseflow.analysis.tables import Cell, markdown_table, write_table
 from sparseflow.store.database import Store
 from sparseflow.store.paths import store_path
 
@@ -77,22 +77,6 @@ def method_rows(runs: Sequence[Mapping[str, Any]], store: Store, early_fraction:
         rows.append([model, sparsity or None, method, pattern, s.n,
                      s.mean, s.ci_low, s.ci_high, _mean(early), _mean(change), itop, realised])
     return header, rows
-
-
-def _md_cell(v: Cell) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return "--" if v != v else f"{v:.4g}"
-    return str(v).replace("|", "\\|")
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
-    """A Markdown table of ``rows`` (floats to 4 significant digits, NaN as ``--``)."""
-    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in header) + " |",
-             "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def method_comparison(root: str | Path, sweep_file: Any, *, early_fraction: float = 0.05,

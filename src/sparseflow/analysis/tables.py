@@ -274,6 +274,22 @@ def latex_table(header: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _md_cell(v: Cell) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "--" if v != v else f"{v:.4g}"
+    return str(v).replace("|", "\\|")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Cell]]) -> str:
+    """A Markdown table of ``rows`` (floats to 4 significant digits, NaN as ``--``)."""
+    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in header) + " |",
+             "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def write_table(header: Sequence[str], rows: Sequence[Sequence[Cell]], stem: Path
                 ) -> list[Path]:
     """Write ``<stem>.csv`` and ``<stem>.tex`` (the suffix is appended to the whole name, so
