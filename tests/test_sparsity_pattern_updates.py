@@ -209,3 +209,12 @@ def test_sparse_init_variance_follows_each_units_fan_in_under_a_pattern(pat: str
         assert torch.allclose(active, active[0].expand_as(active))
     if p.kind == "unit":
         assert int((fan == 0).sum()) == 12 and int((fan == 32).sum()) == 4
+
+
+def test_fan_in_violations_may_leave_empty_units_aside() -> None:
+    mask = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [0, 1, 1, 0]], dtype=torch.bool)
+    assert pattern_violations(mask, Pattern("fan_in")) == ["fan-in differs across units (0..2)"]
+    assert pattern_violations(mask, Pattern("fan_in"), empty_units=True) == []
+    mask[2, 3] = True
+    assert pattern_violations(mask, Pattern("fan_in"), empty_units=True) == [
+        "fan-in differs across units (2..3)"]

@@ -240,12 +240,15 @@ class Sparsifier:
             raise ValueError(f"sparsity: pattern {pat} fixes the sparsity of every layer at "
                              f"{1.0 - pat.n / pat.m:g}, got {sparsity:g}")
 
+    #: whether units may have no active input at all (SRigL's ablated units)
+    empty_units = False
+
     def check_pattern_holds(self, masks: Mapping[str, torch.Tensor], what: str) -> None:
         """ValueError naming the first layer of ``masks`` that breaks the pattern."""
         if not self.pattern.structured:
             return
         for name, m in masks.items():
-            bad = pattern_violations(m, self.pattern)
+            bad = pattern_violations(m, self.pattern, empty_units=self.empty_units)
             if bad:
                 raise ValueError(f"{what}: layer {name!r} breaks pattern {self.pattern}: "
                                  f"{bad[0]}")

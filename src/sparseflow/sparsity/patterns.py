@@ -198,9 +198,11 @@ def random_pattern_mask(shape: torch.Size | tuple[int, ...], k: int, pattern: Pa
                         pattern)
 
 
-def pattern_violations(mask: torch.Tensor, pattern: Pattern) -> list[str]:
+def pattern_violations(mask: torch.Tensor, pattern: Pattern, *, empty_units: bool = False
+                       ) -> list[str]:
     """What in ``mask`` breaks ``pattern`` (empty when it holds): N:M groups without exactly N
-    active, partly active blocks or rows, rows whose active count differs from the first's."""
+    active, partly active blocks or rows, rows whose active count differs from the first's
+    (``empty_units``: among the rows with any active entry, e.g. SRigL's ablated units)."""
     _check_fits(mask.shape, pattern)
     mat = matrix_view(mask.detach().to(torch.bool))
     rows, cols = mat.shape
@@ -223,6 +225,8 @@ def pattern_violations(mask: torch.Tensor, pattern: Pattern) -> list[str]:
             bad.append(f"{wrong} units partly active")
     elif pattern.kind == "fan_in":
         per = mat.sum(1)
-        if int((per != per[0]).sum()):
+        if empty_units:
+            per = per[per > 0]
+        if per.numel() and int((per != per[0]).sum()):
             bad.append(f"fan-in differs across units ({int(per.min())}..{int(per.max())})")
     return bad
