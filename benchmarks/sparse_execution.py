@@ -11,7 +11,9 @@ Five parts, each runnable alone (no flag: all of them, a few minutes on a 2-core
     2768x784 at batch 128, and 300x784 at batch 1 and 32; densities 0.5 ... 0.01; torch threads
     1 and 2. Prints time(masked) / time(sparse) per cell (> 1: sparse is faster) and, per shape
     and thread count, the crossover: the largest density at which sparse is faster. These
-    numbers set the ``CROSSOVER`` table of ``sparsity/execution.py``.
+    numbers set the ``CROSSOVER_COMPILED`` table of ``sparsity/execution.py`` (one thread, numba
+    installed: the compiled kernels) and, run with ``SPARSEFLOW_KERNELS=torch``, its
+    ``CROSSOVER`` table (torch's MKL kernels, by thread count).
 ``--train``
     LeNet-300-100 on Fashion-MNIST, whole training steps (batch of 128 real examples, forward,
     cross-entropy, zero_grad, backward, SGD momentum 0.9 lr 0.1 step, ``sparsifier.step()``):
@@ -80,7 +82,7 @@ import sparseflow
 from sparseflow.data import load_dataset
 from sparseflow.models import build_model
 from sparseflow.sparsity import execution as sx
-from sparseflow.sparsity.csr import CSRPattern, sparse_linear
+from sparseflow.sparsity.csr import CSRPattern, compiled_kernels, sparse_linear
 
 BATCH = 128
 DENSITIES = (0.5, 0.3, 0.2, 0.15, 0.1, 0.05, 0.02, 0.01)
@@ -222,6 +224,11 @@ def linear_cell(out_f: int, in_f: int, batch: int, density: float, repeats: int,
             1e3 * statistics.median(t["sparse"]))
 
 
+def kernels_in_use(threads: int | None = None) -> str:
+    """Which CSR kernels ``sparse_linear`` runs on CPU now: compiled (numba) or torch (MKL)."""
+    return "compiled (numba)" if compiled_kernels(torch.float32, threads) else "torch (MKL)"
+
+
 def check_sparse_linear(gen: torch.Generator) -> float:
     """Largest relative difference of sparse_linear's output and gradients to the dense ones."""
     mask = random_mask((50, 70), 0.2, gen)
@@ -252,7 +259,7 @@ def crossover(args: argparse.Namespace) -> None:
     summary: list[list[str]] = []
     for threads in args.crossover_threads:
         torch.set_num_threads(threads)
-        print(f"### {threads} thread(s)\n")
+        print(f"### {threads} thread(s): {kernels_in_use()} CSR kernels\n")
         header = ["out x in", "batch", "masked ms"] + [f"{d:g}" for d in DENSITIES] + [
             "crossover"]
         rows = []
@@ -415,7 +422,8 @@ def train(args: argparse.Namespace) -> None:
     run_interleaved(runs, args.train_steps, repeats)
     dense = runs[0]
     print(f"## Training steps: LeNet-300-100, Fashion-MNIST, batch {BATCH}, SGD lr 0.1 momentum "
-          f"0.9, {args.distribution.upper()}, {args.threads} thread(s)\n")
+          f"0.9, {args.distribution.upper()}, {args.threads} thread(s), {kernels_in_use()} CSR "
+          "kernels\n")
     print(f"{repeats} interleaved repeats of {args.train_steps} steps per configuration (rotating "
           f"order) after one warm-up block; ratio = median over repeats of dense time / time.\n")
     rows, verdicts = [], []
@@ -434,7 +442,9 @@ def train(args: argparse.Namespace) -> None:
                     "sparsity", "timed mask updates", "loss*", "layers (s=sparse, m=masked)"],
                    rows))
     print("\n* mean training loss over the last block (every configuration trains).\n")
-    print(f"auto: sparse_pays with sparsity.execution.CROSSOVER = {sx.CROSSOVER}.\n")
+    table = ("CROSSOVER_COMPILED", sx.CROSSOVER_COMPILED) if compiled_kernels(
+        torch.float32) else ("CROSSOVER", sx.CROSSOVER)
+    print(f"auto: sparse_pays with sparsity.execution.{table[0]} = {table[1]}.\n")
     seen = set()
     for r in runs:
         if r.sp is not None and (r.name.split()[0], r.name.split()[1]) not in seen:
@@ -546,7 +556,8 @@ def wide(args: argparse.Namespace) -> None:
     run_interleaved(runs, args.wide_steps, repeats)
     dense = runs[0]
     print(f"## Wide MLP 784-2768-2768-10 (SC-SDC), batch {BATCH}, Adam lr 1e-3, "
-          f"{args.wide_distribution.upper()}, {args.threads} thread(s)\n")
+          f"{args.wide_distribution.upper()}, {args.threads} thread(s), {kernels_in_use()} CSR "
+          "kernels\n")
     print(f"{repeats} interleaved repeats of {args.wide_steps} steps per configuration.\n")
     rows = []
     for r in runs:

@@ -31,6 +31,23 @@ def _mask(shape: tuple[int, int], density: float, seed: int) -> torch.Tensor:
 
 
 # --- kernels ---------------------------------------------------------------------------------
+KERNEL_SETS = ["compiled", "torch"]
+
+
+@pytest.fixture
+def kernel_set(request: Any, monkeypatch: Any) -> str:
+    """Run ``sparse_linear`` on one kernel set: the compiled (numba) loops, which CPU layers
+    use with one torch thread, or torch's (MKL) kernels, used otherwise."""
+    from sparseflow.sparsity import csr
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the compiled loops' condition
+    if request.param == "torch":
+        monkeypatch.setattr(csr, "compiled_kernels", lambda *a, **k: None)
+    elif csr.compiled_kernels(torch.float32) is None:
+        pytest.skip("numba is not installed (the fast extra)")
+    return str(request.param)
+
+
 def test_pattern_layout_is_row_major_csr_and_its_transpose() -> None:
     mask = _mask((5, 7), 0.4, 0)
     w = torch.randn(5, 7) * mask
@@ -43,22 +60,30 @@ def test_pattern_layout_is_row_major_csr_and_its_transpose() -> None:
     assert p.nnz == int(mask.sum()) and p.density == pytest.approx(int(mask.sum()) / 35)
 
 
-def test_kernels_pass_gradcheck_in_float64() -> None:
+@pytest.mark.parametrize("kernel_set", KERNEL_SETS, indirect=True)
+@pytest.mark.parametrize("bias", [True, False])
+def test_kernels_pass_gradcheck_in_float64(kernel_set: str, bias: bool) -> None:
     mask = _mask((6, 9), 0.35, 1)
+    mask[2] = False  # an empty row (an output with no inputs)
+    mask[:, 4] = False  # an empty column (an input no output reads)
     pattern = CSRPattern.from_mask(mask)
     x = torch.randn(4, 9, dtype=torch.float64, requires_grad=True)
     v = torch.randn(pattern.nnz, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, v, b: sparse_linear(x, v, pattern, b), (x, v, b))
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True) if bias else None
+    args = (x, v, b) if bias else (x, v)
+    assert torch.autograd.gradcheck(lambda x, v, b=None: sparse_linear(x, v, pattern, b), args)
 
 
-@pytest.mark.parametrize("lead", [(8,), (2, 3)])
-def test_forward_and_gradients_equal_the_masked_dense_layer(lead: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("kernel_set", KERNEL_SETS, indirect=True)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("lead", [(8,), (2, 3), (1,), (0,), (131,)])
+def test_forward_and_gradients_equal_the_masked_dense_layer(
+        kernel_set: str, dtype: torch.dtype, lead: tuple[int, ...]) -> None:
     mask = _mask((11, 13), 0.2, 2)
     pattern = CSRPattern.from_mask(mask)
-    w = (torch.randn(11, 13, dtype=torch.float64) * mask).requires_grad_()
-    b = torch.randn(11, dtype=torch.float64, requires_grad=True)
-    x = torch.randn(*lead, 13, dtype=torch.float64, requires_grad=True)
+    w = (torch.randn(11, 13, dtype=dtype) * mask).requires_grad_()
+    b = torch.randn(11, dtype=dtype, requires_grad=True)
+    x = torch.randn(*lead, 13, dtype=dtype, requires_grad=True)
     ref = F.linear(x, w * mask, b)
     gy = torch.randn_like(ref)
     ref_grads = torch.autograd.grad(ref, (x, w, b), gy)
@@ -67,13 +92,57 @@ def test_forward_and_gradients_equal_the_masked_dense_layer(lead: tuple[int, ...
     b2 = b.detach().requires_grad_()
     out = sparse_linear(x2, v, pattern, b2)
     grads = torch.autograd.grad(out, (x2, v, b2), gy)
+    assert out.shape == ref.shape and grads[0].shape == x.shape
     torch.testing.assert_close(out, ref)
     torch.testing.assert_close(grads[0], ref_grads[0])
     torch.testing.assert_close(grads[1], ref_grads[1][mask])  # masked gradient, value order
     torch.testing.assert_close(grads[2], ref_grads[2])
 
 
-def test_captured_dense_gradient_is_the_unmasked_autograd_one() -> None:
+@pytest.mark.parametrize("kernel_set", KERNEL_SETS, indirect=True)
+def test_a_chain_of_sparse_layers_passes_activations_feature_major(kernel_set: str) -> None:
+    """A sparse layer returns y as the transpose of a contiguous y^T; an element-wise op keeps
+    that layout, so the next sparse layer reads its input without a copy; the results equal
+    the dense chain's, forward and backward."""
+    masks = [_mask((20, 30), 0.3, 5), _mask((7, 20), 0.4, 6)]
+    patterns = [CSRPattern.from_mask(m) for m in masks]
+    ws = [torch.randn(*m.shape, dtype=torch.float64) * m for m in masks]
+    vs = [p.gather(w).requires_grad_() for p, w in zip(patterns, ws, strict=True)]
+    x = torch.randn(16, 30, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(20, dtype=torch.float64)
+    h = sparse_linear(x, vs[0], patterns[0], b)
+    assert h.t().is_contiguous()  # feature-major: y^T is the stored tensor
+    a = torch.relu(h)
+    assert a.t().is_contiguous()  # the activation kept the layout
+    out = sparse_linear(a, vs[1], patterns[1])
+    x_d = x.detach().requires_grad_()
+    w_d = [w.clone().requires_grad_() for w in ws]
+    ref = F.linear(torch.relu(F.linear(x_d, w_d[0], b)), w_d[1])
+    torch.testing.assert_close(out, ref)
+    gy = torch.randn_like(ref)
+    got = torch.autograd.grad(out, (x, *vs), gy)
+    want = torch.autograd.grad(ref, (x_d, *w_d), gy)
+    torch.testing.assert_close(got[0], want[0])
+    for g, w, m in zip(got[1:], want[1:], masks, strict=True):
+        torch.testing.assert_close(g, w[m])
+
+
+def test_compiled_transpose_equals_torch_transpose() -> None:
+    from sparseflow.sparsity.csr import compiled_kernels, feature_major
+
+    compiled = compiled_kernels(torch.float32, threads=1)
+    if compiled is None:
+        pytest.skip("numba is not installed (the fast extra)")
+    for shape in [(128, 784), (9, 13), (8, 8), (1, 5), (5, 1), (0, 3)]:
+        a = torch.randn(shape)
+        got = feature_major(a, compiled)
+        assert got.is_contiguous() and torch.equal(got, a.t())
+    strided = torch.randn(10, 12)[:, ::2]  # neither layout: copied first
+    assert torch.equal(feature_major(strided, compiled), strided.t())
+
+
+@pytest.mark.parametrize("kernel_set", KERNEL_SETS, indirect=True)
+def test_captured_dense_gradient_is_the_unmasked_autograd_one(kernel_set: str) -> None:
     mask = _mask((7, 10), 0.3, 3)
     layer = CSRLinear.convert_(nn.Linear(10, 7).double())
     with torch.no_grad():
@@ -89,9 +158,22 @@ def test_captured_dense_gradient_is_the_unmasked_autograd_one() -> None:
     torch.testing.assert_close(values.grad, ref[mask])
 
 
-def test_sparse_pays_follows_density_threads_and_size() -> None:
+def test_compiled_kernels_run_with_one_thread_only() -> None:
+    from sparseflow.sparsity.csr import compiled_kernels
+
+    if compiled_kernels(torch.float32, threads=1) is None:
+        pytest.skip("numba is not installed (the fast extra)")
+    assert compiled_kernels(torch.float32, threads=2) is None  # MKL's parallel kernels then
+    assert compiled_kernels(torch.float64, threads=1) is not None
+    assert compiled_kernels(torch.bfloat16, threads=1) is None
+
+
+def test_sparse_pays_follows_density_threads_and_size_on_torch_kernels(monkeypatch: Any
+                                                                       ) -> None:
+    from sparseflow.sparsity import execution
     from sparseflow.sparsity.execution import CROSSOVER
 
+    monkeypatch.setattr(execution, "compiled_kernels", lambda *a, **k: None)
     big = (300, 784)
     assert sparse_pays(big, 0.05, threads=1) and sparse_pays(big, 0.05, threads=2)
     assert not sparse_pays(big, 0.9, threads=1)
@@ -109,6 +191,22 @@ def test_sparse_pays_follows_density_threads_and_size() -> None:
             assert sparse_pays(shape, lo, threads=1) and not sparse_pays(shape, lo + 0.01,
                                                                          threads=1)
             assert sparse_pays(shape, hi, threads=8) == (hi > 0)  # beyond the table
+
+
+def test_sparse_pays_on_compiled_kernels_uses_their_own_table() -> None:
+    from sparseflow.sparsity.csr import compiled_kernels
+    from sparseflow.sparsity.execution import CROSSOVER_COMPILED
+
+    if compiled_kernels(torch.float32, threads=1) is None:
+        pytest.skip("numba is not installed (the fast extra)")
+    (smallest, limit), = CROSSOVER_COMPILED
+    shape = (smallest // 128, 128)
+    assert sparse_pays(shape, limit, threads=1) and not sparse_pays(shape, limit + 0.01,
+                                                                    threads=1)
+    assert not sparse_pays((smallest // 128 - 1, 128), 0.01, threads=1)  # below the table
+    assert sparse_pays((100, 300), 0.23, threads=1)  # LeNet-300-100's 90% ERK middle layer
+    assert not sparse_pays((100, 300), 0.23, threads=2)  # MKL with two threads: masked
+    assert not sparse_pays((10, 100), 0.01, threads=1)
 
 
 # --- training: the same run in both executions ------------------------------------------------
@@ -204,6 +302,23 @@ def test_sparse_execution_trains_like_the_masked_path(method: str, conv: bool, o
         assert float((s_state[name] - t).abs().max()) <= WEIGHT_ATOL[dtype], name
     for name in linear:  # masked weights are exactly zero (there is no storage for them)
         assert bool((s_state[name][~s_sp.masks[name]] == 0).all())
+
+
+@pytest.mark.parametrize("kernel_set", KERNEL_SETS, indirect=True)
+@pytest.mark.parametrize("method", ["static", "rigl"])
+def test_both_kernel_sets_train_like_the_masked_path(method: str, kernel_set: str) -> None:
+    """The method test above runs the kernels a one-thread CPU run uses; here each set by
+    name (float64, so the runs agree to rounding)."""
+    m_model, _, m_hist = train(method, "masked", conv=False, optim="sgd", steps=120,
+                               dtype=torch.float64)
+    s_model, s_sp, s_hist = train(method, "sparse", conv=False, optim="sgd", steps=120,
+                                  dtype=torch.float64)
+    assert "sparse" in s_sp.execution.executions().values()
+    assert len(m_hist) == len(s_hist) and (method == "static" or m_hist)  # RigL updated
+    assert all(torch.equal(a[n], b[n]) for a, b in zip(m_hist, s_hist, strict=True) for n in a)
+    m_state, s_state = m_model.state_dict(), s_model.state_dict()
+    for name, t in m_state.items():
+        assert float((s_state[name] - t).abs().max()) <= WEIGHT_ATOL[torch.float64], name
 
 
 def test_memory_scales_with_the_non_zeros() -> None:

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
 from torch.autograd.function import once_differentiable
+
+from sparseflow.sparsity.kernels import csr_kernels
 
 # torch warns once per process that CSR support is "beta"; the ops used here are stable
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta",
@@ -99,6 +102,19 @@ class CSRPattern:
         """The active entries of a dense tensor of W's shape, in value order (a copy)."""
         return dense.reshape(-1)[self.index]
 
+    def host_rows(self) -> tuple[Any, Any]:
+        """numpy views of (crow, col) for the compiled kernels (CPU patterns; made once)."""
+        return self._host[0], self._host[1]
+
+    def host_columns(self) -> tuple[Any, Any, Any]:
+        """numpy views of W^T's (t_crow, t_col) and of ``t_perm`` (CPU patterns; made once)."""
+        return self._host[2], self._host[3], self._host[4]
+
+    @cached_property
+    def _host(self) -> tuple[Any, ...]:
+        return tuple(t.numpy() for t in (self.crow, self.col, self.t_crow, self.t_col,
+                                          self.t_perm))
+
     def to(self, device: torch.device) -> CSRPattern:
         """The same pattern with its index tensors on ``device``."""
         if self.index.device == device:
@@ -107,37 +123,103 @@ class CSRPattern:
             self.index, self.crow, self.col, self.t_crow, self.t_col, self.t_perm)))
 
 
+def compiled_kernels(dtype: torch.dtype = torch.float32, threads: int | None = None
+                     ) -> Any | None:
+    """The compiled CSR kernels (``sparsity._numba_csr``) that CPU layers of ``dtype`` run on
+    with ``threads`` torch threads (default: now), or None where the torch kernels run (numba
+    missing or disabled, not float32/float64, more than one thread).
+
+    The compiled loops are serial: with one thread they ran a whole Linear step 1.4-1.5x faster
+    than MKL's CSR kernels (300x784 at density 0.08 to 2768x2768 at 0.01, batch 128); with two
+    threads MKL's parallel kernels won (benchmarks/sparse_execution.py --crossover).
+    """
+    if (threads or torch.get_num_threads()) != 1:
+        return None
+    return csr_kernels(dtype)
+
+
+def _compiled(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None) -> Any | None:
+    """:func:`compiled_kernels` for this call where they apply (CPU, one dtype throughout)."""
+    if (x.device.type != "cpu" or values.dtype is not x.dtype or x.layout != torch.strided
+            or (bias is not None and bias.dtype is not x.dtype)):
+        return None
+    return compiled_kernels(x.dtype)
+
+
+def feature_major(t2: torch.Tensor, compiled: Any | None = None) -> torch.Tensor:
+    """A 2-d (N x F) tensor as a C-contiguous (F x N) one: its transpose as a view when ``t2``
+    is already stored feature-major (the output of a previous sparse layer), else a copy
+    (the compiled blocked transpose where given)."""
+    tt = t2.t()
+    if tt.is_contiguous():
+        return tt
+    if compiled is None:
+        return tt.contiguous()
+    src = t2.contiguous()
+    out = torch.empty((src.shape[1], src.shape[0]), dtype=src.dtype)
+    compiled.transpose(src.data_ptr(), src.shape[0], src.shape[1], out.data_ptr())
+    return out
+
+
 class _SparseLinear(torch.autograd.Function):
     """y = x W^T + b with W given by (pattern, values); see the module docstring.
 
-    The layouts are chosen by measurement (benchmarks/sparse_execution.py): MKL's CSR product
-    wants a contiguous dense right-hand side, so forward makes x^T contiguous once and keeps it
-    for backward, where ``sampled_addmm(M, g^T, (x^T)^T)`` (both operands in the layout MKL
-    reads best) is 1.3x (90% sparse) to 2.4x (98%) faster than with x itself; g^T is made
-    contiguous once for both backward products.
+    Both kernel sets work feature-major: forward makes x^T contiguous (a view when x came from
+    a previous sparse layer), computes y^T = W x^T (+ b) and returns its transpose as a view, so
+    a chain of sparse layers (with element-wise activations between them, which keep the
+    layout) never copies activations; backward likewise takes g^T once for both products.
+
+    - **compiled** (numba, CPU float32/float64): loops over the non-zeros with vector FMAs over
+      the batch (``sparsity._numba_csr``); the bias is the accumulators' initial value.
+    - **torch**: MKL's CSR product on CPU (cuSPARSE on CUDA) and ``sampled_addmm``, in the
+      layouts they read best (``sampled_addmm(M, g^T, (x^T)^T)`` is 1.3x (90% sparse) to 2.4x
+      (98%) faster than with x itself).
+
+    benchmarks/sparse_execution.py measures both against the dense layer.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
                 pattern: CSRPattern, layer: Any) -> torch.Tensor:
         out_features = pattern.shape[0]
-        xt = x.reshape(-1, pattern.shape[1]).t().contiguous()  # in x N
-        y = torch.sparse.mm(pattern.matrix(values), xt).t()
-        y = y + bias if bias is not None else y.contiguous()
+        compiled = _compiled(x, values, bias)
+        xt = feature_major(x if x.dim() == 2 else x.reshape(-1, pattern.shape[1]),
+                           compiled)  # in x N
+        if compiled is not None:
+            crow, col = pattern.host_rows()
+            yt = torch.empty((out_features, xt.shape[1]), dtype=x.dtype)
+            values = values.contiguous()  # kept alive (saved below) while the kernel reads it
+            b = None if bias is None else bias.contiguous()
+            compiled.rows_times(crow, col, values.data_ptr(), 0 if b is None else b.data_ptr(),
+                                xt.data_ptr(), xt.shape[0], yt.data_ptr(), xt.shape[1])
+            y = yt.t()
+        else:
+            y = torch.sparse.mm(pattern.matrix(values), xt).t()
+            y = y + bias if bias is not None else y  # the sum keeps y's layout
         ctx.save_for_backward(xt, values)
         ctx.pattern, ctx.layer, ctx.x_shape = pattern, layer, x.shape
-        return y.view(*x.shape[:-1], out_features)
+        ctx.compiled = compiled
+        return y if x.dim() == 2 else y.reshape(*x.shape[:-1], out_features)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         xt, values = ctx.saved_tensors
         pattern: CSRPattern = ctx.pattern
-        g2 = gy.reshape(-1, pattern.shape[0])
-        gt = g2.t().contiguous()  # out x N
+        compiled = ctx.compiled if gy.dtype is values.dtype else None
+        gt = feature_major(gy if gy.dim() == 2 else gy.reshape(-1, pattern.shape[0]),
+                           compiled)  # out x N
         gx = gv = gb = None
         if ctx.needs_input_grad[0]:
-            gx = torch.sparse.mm(pattern.transposed(values), gt).t().reshape(ctx.x_shape)
+            if compiled is not None:
+                t_crow, t_col, t_perm = pattern.host_columns()
+                gxt = torch.empty((pattern.shape[1], gt.shape[1]), dtype=gt.dtype)
+                compiled.rows_times_perm(t_crow, t_col, t_perm, values.data_ptr(),
+                                         gt.data_ptr(), gt.shape[0], gxt.data_ptr(),
+                                         gt.shape[1])
+            else:
+                gxt = torch.sparse.mm(pattern.transposed(values), gt)
+            gx = gxt.t() if len(ctx.x_shape) == 2 else gxt.t().reshape(ctx.x_shape)
         if ctx.needs_input_grad[1]:
             layer = ctx.layer
             if layer is not None and getattr(layer, "capture_dense_grad", False):
@@ -145,11 +227,18 @@ class _SparseLinear(torch.autograd.Function):
                 seen = layer.dense_grad
                 layer.dense_grad = dense if seen is None else seen + dense
                 gv = pattern.gather(dense)
+            elif compiled is not None:
+                crow, col = pattern.host_rows()
+                gv = torch.empty_like(values)
+                if ctx.needs_input_grad[2]:
+                    gb = torch.empty(pattern.shape[0], dtype=gt.dtype)
+                compiled.sampled(crow, col, gt.data_ptr(), xt.data_ptr(), xt.shape[0],
+                                 gv.data_ptr(), 0 if gb is None else gb.data_ptr(), gt.shape[1])
             else:
                 gv = torch.sparse.sampled_addmm(pattern.matrix(values), gt, xt.t(),
                                                 beta=0.0).values()
-        if ctx.needs_input_grad[2]:
-            gb = g2.sum(0)
+        if ctx.needs_input_grad[2] and gb is None:
+            gb = gt.sum(1)
         return gx, gv, gb, None, None
 
 

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparseflow.sparsity.csr import CSRPattern, sparse_linear
+from sparseflow.sparsity.csr import CSRPattern, compiled_kernels, sparse_linear
 from sparseflow.sparsity.masks import MaskSet
 from sparseflow.sparsity.optim_state import flat_indices, initial_state_value
 
@@ -56,28 +56,38 @@ EXECUTIONS = ("masked", "sparse", "auto")
 
 # sparse_pays: (smallest out * in, {torch threads: crossover density}) -- the densest layer of
 # that size for which the CSR step (forward, input and weight gradients, batch 128) measured at
-# least as fast as the masked one (benchmarks/sparse_execution.py --crossover on this 2-core CPU;
-# docs/results/sparse-execution.md). Larger layers gain more; below 2**14 weights the fixed cost
-# of the sparse calls always loses; more threads speed the dense kernel up more than MKL's
-# sparse one. A thread count beyond the table uses its largest entry.
+# least as fast as the masked one on torch's (MKL) CSR kernels (benchmarks/sparse_execution.py
+# --crossover with SPARSEFLOW_KERNELS=torch on this 2-core CPU; docs/results/sparse-execution.md).
+# Larger layers gain more; below 2**14 weights the fixed cost of the sparse calls always loses;
+# more threads speed the dense kernel up more than MKL's sparse one. A thread count beyond the
+# table uses its largest entry.
 CROSSOVER: tuple[tuple[int, dict[int, float]], ...] = (
     (2**20, {1: 0.15, 2: 0.15}),
     (2**17, {1: 0.15, 2: 0.10}),
     (2**14, {1: 0.02, 2: 0.0}),
 )
+# The same for the compiled kernels (sparsity/_numba_csr.py), which run with one thread: CSR
+# was faster at density 0.2 on every layer of 2**14 weights or more (1.2x on 100x300 to 1.5x on
+# 1024x1024) and at 0.3 about as fast (0.94-1.05x); 10x100 lost at every density (0.72-0.78x).
+CROSSOVER_COMPILED: tuple[tuple[int, float], ...] = ((2**14, 0.25),)
 
 
 def sparse_pays(shape: tuple[int, ...], density: float, threads: int | None = None) -> bool:
     """Whether the CSR kernels are predicted faster than the masked layer for a Linear weight.
 
-    ``density <= d*(out * in, threads)`` from the measured table ``CROSSOVER`` (0 for layers
-    below its smallest size: never). A rule rather than a timing probe, so that a config and
-    seed always run the same kernels and give the same numbers.
+    ``density <= d*(out * in)`` from the measured table of the kernels that run with
+    ``threads`` torch threads (default: now): ``CROSSOVER_COMPILED`` where the compiled loops
+    run (one thread, numba installed), else ``CROSSOVER`` by thread count; 0 for layers below a
+    table's smallest size (never). A rule rather than a timing probe, so that a config and seed
+    always run the same kernels and give the same numbers on one installation.
     """
     if len(shape) != 2:
         return False
     threads = threads or torch.get_num_threads()
     numel = int(shape[0]) * int(shape[1])
+    if compiled_kernels(torch.float32, threads) is not None:
+        limit = next((d for size, d in CROSSOVER_COMPILED if numel >= size), 0.0)
+        return 0.0 < density <= limit
     for size, by_threads in CROSSOVER:
         if numel >= size:
             known = sorted(by_threads)

@@ -41,27 +41,50 @@ _kernels: dict[str, Kernel] | None = None
 _loaded = False
 
 
-def _load() -> dict[str, Kernel] | None:
-    """The compiled kernels by dtype name, or None when numba is missing or disabled
-    (imported lazily, compiled on first use)."""
-    global _kernels, _loaded
-    if _loaded:
-        return _kernels
-    _loaded = True
+def _compiled_module(name: str) -> Any | None:
+    """``sparsity.<name>`` (numba-compiled loops), or None when numba is missing or
+    ``SPARSEFLOW_KERNELS=torch`` (``=numba`` makes a missing numba an error)."""
     choice = os.environ.get("SPARSEFLOW_KERNELS", "auto").strip().lower()
     if choice not in ("auto", "torch", "numba"):
         raise ValueError(f"SPARSEFLOW_KERNELS: expected auto, torch or numba, got {choice!r}")
     if choice == "torch":
         return None
     try:
-        compiled = importlib.import_module(f"{__package__}._numba_kernels")
+        return importlib.import_module(f"{__package__}.{name}")
     except ImportError:
         if choice == "numba":
             raise ValueError("SPARSEFLOW_KERNELS=numba but numba is not installed "
                              "(pip install 'sparseflow[fast]')") from None
         return None
-    _kernels = dict(compiled.KERNELS)
+
+
+def _load() -> dict[str, Kernel] | None:
+    """The compiled masking kernels by dtype name, or None when numba is missing or disabled
+    (imported lazily, compiled on first use)."""
+    global _kernels, _loaded
+    if _loaded:
+        return _kernels
+    _loaded = True
+    compiled = _compiled_module("_numba_kernels")
+    _kernels = None if compiled is None else dict(compiled.KERNELS)
     return _kernels
+
+
+_csr: dict[torch.dtype, Any] | None = None
+_csr_loaded = False
+
+
+def csr_kernels(dtype: torch.dtype) -> Any | None:
+    """The compiled CSR products of ``sparsity._numba_csr`` for ``dtype`` (float32 / float64),
+    or None when numba is missing or disabled (the same ``SPARSEFLOW_KERNELS`` switch as the
+    masking loop) or for another dtype."""
+    global _csr, _csr_loaded
+    if not _csr_loaded:
+        module = _compiled_module("_numba_csr")
+        _csr = None if module is None else {
+            getattr(torch, name): kernels for name, kernels in module.KERNELS.items()}
+        _csr_loaded = True
+    return None if _csr is None else _csr.get(dtype)
 
 
 def kernel_name() -> str:
