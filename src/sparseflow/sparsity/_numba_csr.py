@@ -7,10 +7,9 @@ inner loops are vector FMAs over the batch (LLVM vectorises them: ``fastmath`` i
 IEEE NaN / inf / signed-zero semantics). docs/science.md section 16 has the formulas:
 
 - ``rows_times``: ``yt[r, :] = b[r] + sum_k v[k] * xt[col[k], :]`` over row r's entries
-  (forward ``y^T = W x^T + b``);
-- ``rows_times_perm``: the same with the values read through a permutation (``v[perm[k]]``) and
-  no bias: ``W^T g^T`` from W^T's CSR indices without gathering the values first (input
-  gradient);
+  (forward ``y^T = W x^T + b``); with the values read through a permutation (``v[perm[k]]``)
+  and no bias it is ``W^T g^T`` from W^T's CSR indices without gathering the values first
+  (input gradient);
 - ``sampled``: ``gv[k] = <gt[row(k), :], xt[col[k], :]>`` (weight gradient at the non-zeros)
   and the bias gradient ``gb[r] = sum_j gt[r, j]`` in the same pass;
 - ``transpose``: a blocked out-of-place transpose (8 x 8 tiles), 1.5-2x faster than
@@ -60,9 +59,11 @@ def _make(dtype: Any) -> SimpleNamespace:
                 out[j, i] = a[i, j]
 
     @numba.njit(nogil=True, fastmath=_FLAGS, cache=False)
-    def rows_times(crow: Any, col: Any, v_at: int, b_at: int, xt_at: int, n_in: int,
+    def rows_times(crow: Any, col: Any, perm: Any, v_at: int, b_at: int, xt_at: int, n_in: int,
                    yt_at: int, n: int) -> None:  # pragma: no cover - compiled
-        """yt[r, :] = b[r] + sum_{k in row r} v[k] * xt[col[k], :] (``b_at`` 0: no bias)."""
+        """yt[r, :] = b[r] + sum_{k in row r} v[k] * xt[col[k], :] (``b_at`` 0: no bias);
+        with a ``perm`` array the values are read as ``v[perm[k]]`` (``perm`` None is
+        compiled away)."""
         rows = crow.size - 1
         v = numba.carray(_void_pointer(v_at), crow[rows], dtype)
         xt = numba.carray(_void_pointer(xt_at), (n_in, n), dtype)
@@ -74,28 +75,13 @@ def _make(dtype: Any) -> SimpleNamespace:
             for j in range(n):
                 yr[j] = b_r
             for k in range(crow[r], crow[r + 1]):
-                w = v[k]
+                if perm is None:
+                    w = v[k]
+                else:
+                    w = v[perm[k]]
                 xr = xt[col[k]]
                 for j in range(n):
                     yr[j] += w * xr[j]
-
-    @numba.njit(nogil=True, fastmath=_FLAGS, cache=False)
-    def rows_times_perm(crow: Any, col: Any, perm: Any, v_at: int, gt_at: int, n_g: int,
-                        out_at: int, n: int) -> None:  # pragma: no cover - compiled
-        """out[r, :] = sum_{k in row r} v[perm[k]] * gt[col[k], :]."""
-        rows = crow.size - 1
-        v = numba.carray(_void_pointer(v_at), crow[rows], dtype)
-        gt = numba.carray(_void_pointer(gt_at), (n_g, n), dtype)
-        out = numba.carray(_void_pointer(out_at), (rows, n), dtype)
-        for r in range(rows):
-            orow = out[r]
-            for j in range(n):
-                orow[j] = zero
-            for k in range(crow[r], crow[r + 1]):
-                w = v[perm[k]]
-                gr = gt[col[k]]
-                for j in range(n):
-                    orow[j] += w * gr[j]
 
     @numba.njit(nogil=True, fastmath=_FLAGS, cache=False)
     def sampled(crow: Any, col: Any, gt_at: int, xt_at: int, n_in: int, gv_at: int, gb_at: int,
@@ -121,8 +107,7 @@ def _make(dtype: Any) -> SimpleNamespace:
                     s += gr[j]
                 gb[r] = s
 
-    return SimpleNamespace(transpose=transpose, rows_times=rows_times,
-                           rows_times_perm=rows_times_perm, sampled=sampled)
+    return SimpleNamespace(transpose=transpose, rows_times=rows_times, sampled=sampled)
 
 
 KERNELS = {"float32": _make(np.float32), "float64": _make(np.float64)}

@@ -190,8 +190,9 @@ class _SparseLinear(torch.autograd.Function):
             yt = torch.empty((out_features, xt.shape[1]), dtype=x.dtype)
             values = values.contiguous()  # kept alive (saved below) while the kernel reads it
             b = None if bias is None else bias.contiguous()
-            compiled.rows_times(crow, col, values.data_ptr(), 0 if b is None else b.data_ptr(),
-                                xt.data_ptr(), xt.shape[0], yt.data_ptr(), xt.shape[1])
+            compiled.rows_times(crow, col, None, values.data_ptr(),
+                                0 if b is None else b.data_ptr(), xt.data_ptr(), xt.shape[0],
+                                yt.data_ptr(), xt.shape[1])
             y = yt.t()
         else:
             y = torch.sparse.mm(pattern.matrix(values), xt).t()
@@ -214,9 +215,8 @@ class _SparseLinear(torch.autograd.Function):
             if compiled is not None:
                 t_crow, t_col, t_perm = pattern.host_columns()
                 gxt = torch.empty((pattern.shape[1], gt.shape[1]), dtype=gt.dtype)
-                compiled.rows_times_perm(t_crow, t_col, t_perm, values.data_ptr(),
-                                         gt.data_ptr(), gt.shape[0], gxt.data_ptr(),
-                                         gt.shape[1])
+                compiled.rows_times(t_crow, t_col, t_perm, values.data_ptr(), 0,
+                                    gt.data_ptr(), gt.shape[0], gxt.data_ptr(), gt.shape[1])
             else:
                 gxt = torch.sparse.mm(pattern.transposed(values), gt)
             gx = gxt.t() if len(ctx.x_shape) == 2 else gxt.t().reshape(ctx.x_shape)
