@@ -18,6 +18,13 @@ Reported:
 * with ``--inprocess`` (default on) the same 8 runs trained in this process (``workers=0``),
   whose overhead per run is the part that does not come from Dask (data loading, model
   building, store writes); the difference is what Dask itself adds per run;
+* the overhead split into what a sweep pays **once** and what each run costs **once the
+  process is warm**: the client timestamps each result as it arrives, and for runs after the
+  first, (time since the previous result - the run's ``wall_seconds``) is the cost of one
+  more run (its set-up, store writes, Dask's hand-over); the median of these is "per run once
+  warm", and overhead - runs x that is "per sweep" (cluster start and stop, the worker
+  process's imports and first-run warm-up: torch._dynamo, numba's first compile, decoding the
+  dataset). Only sequential variants have it (1 worker, in-process);
 * the LocalCluster start-up and shutdown time alone (a cluster started and stopped with no
   work), which is paid once per sweep;
 * the share of the machine other processes used during each trial: on a shared 2-core
@@ -35,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -53,19 +61,36 @@ def configs(runs: int, steps: int) -> list:
 
 
 def timed_sweep(cfgs: list, workers: int, root: Path) -> dict:
-    """One sweep into a fresh store: wall time, the runs' own training times, and the CPU time
-    other processes on the machine used meanwhile."""
+    """One sweep into a fresh store: wall time, the runs' own training times, the CPU time
+    other processes on the machine used meanwhile, and (sequential variants) the overhead
+    split into per sweep and per run once warm."""
+    arrivals: list[tuple[float, str]] = []  # (time, run id) of each result, as it came in
+
+    def echo(line: str) -> None:
+        if line.startswith("finished "):
+            arrivals.append((time.perf_counter(), line.split()[1]))
+
     busy0, own0 = busy_seconds(), own_cpu_seconds()
     t0 = time.perf_counter()
-    out = run_sweep(cfgs, root, workers=workers, progress=False, echo=lambda s: None)
+    out = run_sweep(cfgs, root, workers=workers, progress=False, echo=echo)
     wall = time.perf_counter() - t0
     others = busy_seconds() - busy0 - (own_cpu_seconds() - own0)
     if any(s["status"] != "finished" for s in out):
         raise SystemExit(f"a run did not finish: {[s['status'] for s in out]}")
     train = sum(s["wall_seconds"] for s in out)
-    return {"workers": workers, "wall_s": wall, "train_s": train,
-            "overhead_ms_per_run": 1000 * (wall - train) / len(out),
-            "others_share": max(0.0, others) / (wall * (os.cpu_count() or 1))}
+    overhead = wall - train
+    row = {"workers": workers, "wall_s": wall, "train_s": train,
+           "overhead_ms_per_run": 1000 * overhead / len(out),
+           "others_share": max(0.0, others) / (wall * (os.cpu_count() or 1))}
+    if workers <= 1 and len(arrivals) == len(out) > 2:
+        # one run at a time: a result arrives one run (set-up, training, hand-over) after
+        # the previous one
+        own = {s["run_id"]: s["wall_seconds"] for s in out}
+        marginal = statistics.median(t - t_prev - own[rid] for (t_prev, _), (t, rid)
+                                     in zip(arrivals, arrivals[1:], strict=False))
+        row["warm_ms_per_run"] = 1000 * marginal
+        row["per_sweep_s"] = overhead - len(out) * marginal
+    return row
 
 
 def cluster_startup() -> float:
@@ -118,12 +143,14 @@ def main() -> None:
                 trials[w].append(timed_sweep(cfgs, w, Path(d) / f"r{rep}-w{w}"))
         startup = cluster_startup()
     print(f"{'workers':>10s} {'wall s':>8s} {'sum of runs s':>14s} {'overhead ms/run':>16s} "
-          f"{'other load':>10s}")
+          f"{'= per sweep s':>14s} {'+ per run warm ms':>18s} {'other load':>10s}")
     for w in variants:
         for r in trials[w]:
             name = str(w) if w else "0 (inproc)"
+            split = (f"{r['per_sweep_s']:14.2f} {r['warm_ms_per_run']:18.0f}"
+                     if "warm_ms_per_run" in r else f"{'-':>14s} {'-':>18s}")
             print(f"{name:>10s} {r['wall_s']:8.2f} {r['train_s']:14.2f} "
-                  f"{r['overhead_ms_per_run']:16.0f} {100 * r['others_share']:9.0f}%")
+                  f"{r['overhead_ms_per_run']:16.0f} {split} {100 * r['others_share']:9.0f}%")
     # the least disturbed trial of each variant: other processes only ever add time
     results = [min(trials[w], key=lambda r: r["wall_s"]) for w in variants]
     share = max(r["others_share"] for r in results)
@@ -142,6 +169,12 @@ def main() -> None:
                "overhead_ms_per_run_1worker": round(one["overhead_ms_per_run"], 1),
                "cluster_start_stop_s": round(startup, 3),
                "wall_s": {str(r["workers"]): round(r["wall_s"], 3) for r in results}}
+    if "warm_ms_per_run" in one:
+        print(f"  = {one['per_sweep_s']:.2f} s per sweep (cluster start and stop, the worker's "
+              f"imports and first-run warm-up) + {one['warm_ms_per_run']:.0f} ms per run once "
+              "warm")
+        summary["per_sweep_s_1worker"] = round(one["per_sweep_s"], 3)
+        summary["warm_ms_per_run_1worker"] = round(one["warm_ms_per_run"], 1)
     if len(results) > 2:
         dask_only = one["overhead_ms_per_run"] - results[2]["overhead_ms_per_run"]
         print(f"of which Dask (vs training in-process): {dask_only:.0f} ms per run")

@@ -43,7 +43,6 @@ import os
 import queue
 import socket
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -80,7 +79,9 @@ class _Sweeper:
         self.root, self.store, self.echo, self.bar = root, store, echo, bar
         self.results: dict[str, dict[str, Any]] = {}
         self.state: dict[str, str] = {}  # rid -> finished/diverged/failed/busy/submitted/...
-        self.started: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        # what the client waits for on Dask: workers' start notices (dicts) and the futures
+        # of finished runs, put here from Dask's threads as they arrive
+        self.inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.running: set[str] = set()  # marked running in the store by this client
 
     # -- scheduling ----------------------------------------------------------------------
@@ -142,23 +143,19 @@ class _Sweeper:
         return f"{st:8s} {r.run_id} {c.method}{sp} seed {c.seed}{role}: {tail}"
 
     # -- store writes (the client only) --------------------------------------------------
-    def mark_started(self) -> None:
-        """Apply the workers' start notices: the run is ``running`` in the store."""
-        while True:
-            try:
-                msg = self.started.get_nowait()
-            except queue.Empty:
-                return
-            rid = msg.get("run_id")
-            if rid in self.runs and self.state.get(rid) == "submitted":
-                self.store.start_run(rid, to_dict(self.runs[rid].config))
-                self.running.add(rid)
+    def mark_started(self, msg: dict[str, Any]) -> None:
+        """Apply a worker's start notice: the run is ``running`` in the store (unless its
+        result came first)."""
+        rid = msg.get("run_id")
+        if rid in self.runs and self.state.get(rid) == "submitted":
+            self.store.start_run(rid, to_dict(self.runs[rid].config))
+            self.running.add(rid)
 
     def on_event(self, event: tuple[float, Any]) -> None:
         """Dask topic handler (runs in the client's event-loop thread): queue the notice."""
         _, msg = event
         if isinstance(msg, dict):
-            self.started.put(msg)
+            self.inbox.put(msg)
 
     def record(self, result: dict[str, Any]) -> None:
         """Replay a worker's events into the store and note the outcome."""
@@ -197,7 +194,16 @@ class _Sweeper:
             self.bar.update(1)
 
     def interrupted(self) -> None:
-        """The client stops early: runs it marked running are ``interrupted``."""
+        """The client stops early: runs it marked running (or has start notices of) are
+        ``interrupted``."""
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, dict):
+                with contextlib.suppress(Exception):
+                    self.mark_started(item)
         for rid in list(self.running):
             with contextlib.suppress(Exception):
                 MemoryRecorder.replay(read_journal(journal_path(self.root, rid)), self.store)
@@ -227,13 +233,37 @@ def _run_inprocess(sw: _Sweeper, root: Path) -> None:
         sw.block_rest()
 
 
-def _run_dask(sw: _Sweeper, client: Any, root: Path, retries: int) -> None:
-    """Submit runs as their sources finish; replay results as they arrive."""
-    from distributed import as_completed
+def _collect(sw: _Sweeper, rid: str, fut: Any) -> None:
+    """Record the outcome of the finished (or failed, or cancelled) future of run ``rid``."""
+    if fut.status == "finished":
+        try:
+            result = fut.result()
+        except Exception as e:  # noqa: BLE001
+            sw.fail(rid, f"{type(e).__name__}: {e}")
+        else:
+            if result.get("run_id") == rid:
+                sw.record(result)
+            else:
+                sw.fail(rid, f"the worker named this run {result.get('run_id')}: the "
+                        "client and the workers run different sparseflow versions")
+    else:
+        exc = fut.exception() if fut.status == "error" else None
+        why = f"{type(exc).__name__}: {exc}" if exc is not None else fut.status
+        sw.fail(rid, why)
+    fut.release()
 
+
+def _run_dask(sw: _Sweeper, client: Any, root: Path, retries: int) -> None:
+    """Submit runs as their sources finish; replay results as they arrive.
+
+    Every run that may start is submitted at once: the scheduler queues them and hands a
+    worker its next run as soon as the last one ends, without waiting for the client. The
+    client blocks on one queue (:attr:`_Sweeper.inbox`) that Dask's threads fill with the
+    workers' start notices and the finished futures (done callbacks), so it replays each
+    result, and submits the runs that needed it, as soon as it arrives.
+    """
     client.subscribe_topic(TOPIC, sw.on_event)
-    keys: dict[str, str] = {}
-    ac = as_completed(loop=client.loop)
+    pending: dict[str, tuple[str, Any]] = {}  # key -> (run id, future): holding it keeps it
 
     def submit_ready() -> None:
         for r in sw.ready():
@@ -241,36 +271,29 @@ def _run_dask(sw: _Sweeper, client: Any, root: Path, retries: int) -> None:
             fut = client.submit(train_in_worker, to_dict(r.config), str(root), 1,
                                 key=f"sparseflow-train-{r.run_id}", retries=retries,
                                 pure=False, priority=0 if r.point else 1)
-            keys[fut.key] = r.run_id
-            ac.add(fut)
+            pending[fut.key] = (r.run_id, fut)
+            fut.add_done_callback(sw.inbox.put)
 
     submit_ready()
-    while not ac.is_empty():
-        sw.mark_started()
-        batch = ac.next_batch(block=False)
-        if not batch:
-            time.sleep(0.05)
+    while pending:
+        try:  # with a timeout, so that Ctrl-C is seen on every platform
+            item = sw.inbox.get(timeout=1.0)
+        except queue.Empty:
             continue
-        for fut in batch:
-            rid = keys[fut.key]
-            if fut.status == "finished":
-                try:
-                    result = fut.result()
-                except Exception as e:  # noqa: BLE001
-                    sw.fail(rid, f"{type(e).__name__}: {e}")
-                else:
-                    if result.get("run_id") == rid:
-                        sw.record(result)
-                    else:
-                        sw.fail(rid, f"the worker named this run {result.get('run_id')}: the "
-                                "client and the workers run different sparseflow versions")
-            else:
-                exc = fut.exception() if fut.status == "error" else None
-                why = f"{type(exc).__name__}: {exc}" if exc is not None else fut.status
-                sw.fail(rid, why)
-            fut.release()
-        sw.block_rest()
-        submit_ready()
+        finished = False
+        while item is not None:  # everything that has arrived, then schedule once
+            if isinstance(item, dict):
+                sw.mark_started(item)
+            elif item.key in pending:
+                _collect(sw, *pending.pop(item.key))
+                finished = True
+            try:
+                item = sw.inbox.get_nowait()
+            except queue.Empty:
+                item = None
+        if finished:
+            sw.block_rest()
+            submit_ready()
 
 
 @contextlib.contextmanager

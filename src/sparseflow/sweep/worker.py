@@ -6,23 +6,28 @@ the client (:mod:`sparseflow.sweep.client`) to replay into the store. It writes 
 the run's own directory ``ROOT/runs/RUN_ID``: checkpoints (atomic) and a journal
 ``sweep-events.jsonl`` of the events it recorded, so a run resumed by another worker after a
 crash loses none of the metric rows recorded before its latest checkpoint.
+
+A process's first run loads its dataset while torch's lazy imports run (:func:`warm_up`); the
+process keeps the dataset for the runs after it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from sparseflow.config import config_from_dict, run_id
+from sparseflow.config import Config, config_from_dict, run_id
 from sparseflow.errors import UserError
 from sparseflow.store.checkpoint import latest_checkpoint
 from sparseflow.store.paths import run_dir
 from sparseflow.store.recorder import MemoryRecorder
-from sparseflow.training.run import execute
+from sparseflow.training.run import execute, load_data
 
 JOURNAL = "sweep-events.jsonl"
 TOPIC = "sparseflow-sweep"
@@ -149,8 +154,31 @@ def _announce(rid: str) -> None:
     worker.log_event(TOPIC, {"run_id": rid, "pid": os.getpid(), "host": socket.gethostname()})
 
 
+_warmed = False  # whether this process has trained a sweep run (see warm_up)
+
+
+def warm_up(cfg: Config) -> None:
+    """Before a process's first run: load the run's dataset in a second thread while this one
+    builds a throwaway torch optimizer, whose first construction in a process imports
+    ``torch._dynamo`` (about 1 s). Decoding a dataset (zlib, numpy, torch) mostly releases
+    the GIL, so on a free core it takes no time of its own, and the run then finds the
+    dataset in the process's cache (:func:`~sparseflow.data.load_dataset`). Best effort: a
+    dataset that fails to load here fails again in the run, with its error."""
+    import torch
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            load_data(cfg)
+
+    thread = threading.Thread(target=load, name="sparseflow-warm-up", daemon=True)
+    thread.start()
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+    thread.join()
+
+
 def train_run(config_dict: dict[str, Any], root: str | Path, *, announce: bool) -> dict[str, Any]:
     """Train one run without writing the store; see :func:`train_in_worker`."""
+    global _warmed
     cfg = config_from_dict(config_dict)
     rid = run_id(cfg)
     jpath = journal_path(root, rid)
@@ -164,6 +192,9 @@ def train_run(config_dict: dict[str, Any], root: str | Path, *, announce: bool) 
     summary: dict[str, Any] | None = None
     error: str | None = None
     try:
+        if not _warmed:
+            _warmed = True
+            warm_up(cfg)
         summary = execute(cfg, root=root, progress=False, echo=_quiet, recorder=rec)
     except UserError as e:  # bad input is not retried
         error = str(e)
