@@ -45,6 +45,8 @@ def kernel_set(request: Any, monkeypatch: Any) -> str:
         monkeypatch.setattr(csr, "compiled_kernels", lambda *a, **k: None)
     elif csr.compiled_kernels(torch.float32) is None:
         pytest.skip("numba is not installed (the fast extra)")
+    else:
+        monkeypatch.setattr(csr, "MIN_ROWS_COMPILED", 1)  # the tests' small batches too
     return str(request.param)
 
 
@@ -156,6 +158,35 @@ def test_captured_dense_gradient_is_the_unmasked_autograd_one(kernel_set: str) -
     layer(x).square().sum().backward()
     torch.testing.assert_close(layer.dense_grad, ref)  # inactive positions too
     torch.testing.assert_close(values.grad, ref[mask])
+
+
+def test_batches_below_the_compiled_minimum_run_on_torch_kernels(monkeypatch: Any) -> None:
+    from types import SimpleNamespace
+
+    from sparseflow.sparsity import csr
+
+    real = csr.compiled_kernels(torch.float32, threads=1)
+    if real is None:
+        pytest.skip("numba is not installed (the fast extra)")
+    calls: list[str] = []
+
+    def counted(name: str) -> Any:
+        def call(*args: Any) -> None:
+            calls.append(name)
+            getattr(real, name)(*args)
+        return call
+
+    spy = SimpleNamespace(**{n: counted(n) for n in ("transpose", "rows_times", "sampled")})
+    monkeypatch.setattr(csr, "compiled_kernels", lambda *a, **k: spy)
+    pattern = CSRPattern.from_mask(_mask((9, 12), 0.3, 4))
+    v = torch.randn(pattern.nnz, requires_grad=True)
+    for rows, compiled in [(csr.MIN_ROWS_COMPILED - 1, False), (csr.MIN_ROWS_COMPILED, True)]:
+        calls.clear()
+        x = torch.randn(rows, 12, requires_grad=True)
+        sparse_linear(x, v, pattern).sum().backward()
+        assert bool(calls) == compiled, rows
+        if compiled:  # forward, input and weight gradients
+            assert calls.count("rows_times") == 2 and calls.count("sampled") == 1
 
 
 def test_compiled_kernels_run_with_one_thread_only() -> None:

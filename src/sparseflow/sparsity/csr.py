@@ -138,10 +138,19 @@ def compiled_kernels(dtype: torch.dtype = torch.float32, threads: int | None = N
     return csr_kernels(dtype)
 
 
+# fewest batch rows for the compiled kernels: their inner loops run over the batch, and below
+# ~16 rows each non-zero's loop set-up costs more than MKL's kernels (LeNet-300-100's layers at
+# densities 0.015-0.23: forward and backward 1.1-1.7x faster than MKL at 16 rows, 1.7-2.0x
+# slower forward alone at 2-8 rows; benchmarks/sparse_execution.py --crossover, batch 1 and 32)
+MIN_ROWS_COMPILED = 16
+
+
 def _compiled(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None) -> Any | None:
-    """:func:`compiled_kernels` for this call where they apply (CPU, one dtype throughout)."""
+    """:func:`compiled_kernels` for this call where they apply (CPU, one dtype throughout, a
+    batch of at least ``MIN_ROWS_COMPILED`` rows)."""
     if (x.device.type != "cpu" or values.dtype is not x.dtype or x.layout != torch.strided
-            or (bias is not None and bias.dtype is not x.dtype)):
+            or (bias is not None and bias.dtype is not x.dtype)
+            or x.numel() < MIN_ROWS_COMPILED * x.shape[-1]):
         return None
     return compiled_kernels(x.dtype)
 
