@@ -9,6 +9,11 @@ still accepted on input, and used in the run hash, so runs stored under the old 
 ids). Values come from YAML
 (``yaml.safe_load``) and ``--set a.b=value`` overrides; every error names the dotted field and
 what was expected, and an unknown key suggests the nearest valid one.
+
+(Kept whole past ~400 lines: one mechanism, field metadata -> coercion and range checks -> the
+tree and its dotted keys -> hash and help rows, whose parts call one another; the YAML reading
+(~45 lines) is its only separable part, and as a module of its own it would be a new layer
+unit.)
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def method_comparison(root: str | Path, sweep_file: Any, *, early_fraction: floa
     """:func:`method_rows` over the runs of a sweep; writes ``methods.md``, ``.csv`` and
     ``.tex`` under ``out`` (default ``ROOT/analyses/methods-<sweep name>``). Returns
     ``header``, ``rows``, ``table`` (Markdown), ``dir`` and ``pending`` (runs not finished)."""
-    from sparseflow.analysis.runs import _runs_of, _sweep, _write_atomic
+    from sparseflow.analysis.sweeps import _runs_of, _sweep, _write_atomic
     from sparseflow.config import run_id
     from sparseflow.sweep.spec import expand
 

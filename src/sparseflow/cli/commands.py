@@ -1,17 +1,20 @@
 """The ``sparseflow`` commands: each only calls the library and prints (text formatting:
 ``analysis/text.py``). Bad input (any :class:`sparseflow.errors.UserError`) prints one line on
-stderr and exits 2."""
+stderr and exits 2.
+
+What is checked of a command's paths and environment before it writes (``_check_args``) is in
+``cli/checks.py``; :func:`main` calls it before the command."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sparseflow.cli.checks import _check_args
 from sparseflow.cli.parser import EXIT_USAGE, _UsageError, build_parser
 from sparseflow.errors import UserError
 
@@ -343,44 +346,6 @@ def cmd_report(args: argparse.Namespace) -> int:
                         force=args.force)
     print(f"report written to {path}")
     return 0
-
-
-def _check_path(path: Path, what: str, *, folder: bool) -> None:
-    """``path`` can become a folder (``folder``) or a file: it is not the other kind, and no
-    folder above it is a file. Checked before anything is written."""
-    if path.exists() and path.is_dir() != folder:
-        kind = "a file, not a folder" if folder else "a folder, expected a file"
-        raise UserError(f"{what}: {path} is {kind}")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"{what}: {path}: {parent} is a file, not a folder")
-            return
-
-
-def _check_args(args: argparse.Namespace) -> None:
-    """What can be checked of the paths and the environment before a command writes."""
-    if "root" in vars(args):
-        if args.root:
-            _check_path(Path(args.root), "--root", folder=True)
-        else:
-            from sparseflow.store.paths import default_root
-
-            home = os.environ.get("SPARSEFLOW_HOME")
-            _check_path(default_root(), "$SPARSEFLOW_HOME" if home else
-                        "--root (default ./sparseflow-runs)", folder=True)
-    out = getattr(args, "out", None)
-    if out and out != "-":
-        # the analyses and the report write a folder, the others a file
-        is_folder = args.command in ("analyze", "report")
-        _check_path(Path(out), "--out", folder=is_folder)
-    if args.command in ("run", "sweep", "scsdc", "demo", "reproduce", "analyze"):
-        from sparseflow.sparsity.kernels import kernel_name
-
-        try:
-            kernel_name()  # SPARSEFLOW_KERNELS: a bad value is an error now, not mid-run
-        except ValueError as e:
-            raise UserError(str(e)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,7 @@
-"""``load_dataset``: find or fetch a dataset, normalise it, carve held-out batches."""
+"""``load_dataset``: find or fetch a dataset, normalise it, carve held-out batches.
+
+Finding and fetching the files (``_locate`` and its helpers, the ``_Request`` of a loader) is
+in ``data/locate.py``; those names are re-exported here."""
 
 from __future__ import annotations
 
@@ -21,10 +24,16 @@ from sparseflow.factories import is_reference, load_factory
 from .augment import RandomCrop
 from .cifar import LAYOUTS, read_cifar
 from .dataset import Augment, Dataset, carve_heldout, heldout_sizes
-from .download import DEFAULT_TIMEOUT, DownloadError, fetch
+from .download import DEFAULT_TIMEOUT
 from .errors import DataError
 from .idx import read_idx
-from .paths import candidate_dirs, download_dir
+from .locate import (  # noqa: F401 (_how_to_get: re-exported, data/availability.py uses it)
+    _cifar_present,
+    _how_to_get,
+    _idx_present,
+    _locate,
+    _Request,
+)
 
 # Per-channel (mean, std) of the training set in [0, 1] pixel units (see docs/data.md).
 NORMALISATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -44,14 +53,6 @@ IDX_FILES = (
 _EXTRA_INSTALL = "pip install 'sparseflow[datasets]'"
 
 
-@dataclass(frozen=True)
-class _Request:
-    name: str
-    root: str | os.PathLike | None
-    download: bool
-    heldout_total: int
-
-
 @dataclass
 class _Split:
     x_train: torch.Tensor
@@ -59,76 +60,6 @@ class _Split:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
-
-
-# ---------------------------------------------------------------- finding and fetching files
-
-
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except OSError:
-        return False
-
-
-def _idx_present(folder: Path, filename: str) -> Path | None:
-    for candidate in (folder / filename, folder / filename.removesuffix(".gz")):
-        if _exists(candidate):
-            return candidate
-    return None
-
-
-def _cifar_present(folder: Path, filename: str) -> Path | None:
-    layout = next(lay for lay in LAYOUTS.values() if lay.archive == filename)
-    for candidate in (folder / filename, folder / layout.folder):
-        if _exists(candidate):
-            return candidate
-    return None
-
-
-def _how_to_get(name: str, files: Sequence[str], root: str | os.PathLike | None) -> str:
-    if root is not None:
-        return f"put {', '.join(files)} into {Path(root).expanduser()}"
-    how = f"put {', '.join(files)} into $SPARSEFLOW_DATA/{name}/ (or pass root=)"
-    if name == "fashion_mnist":
-        how = f"apt-get install dataset-fashion-mnist, or {how}"
-    return how
-
-
-def _locate(
-    req: _Request,
-    files: Sequence[str],
-    present: Callable[[Path, str], Path | None],
-    mirror: str | Sequence[str] | None,
-    timeout: float,
-) -> list[Path]:
-    """Paths of ``files`` from the first folder holding all of them, downloading if allowed."""
-    if req.root is not None:
-        root = Path(req.root).expanduser()
-        if _exists(root) and not root.is_dir():
-            raise DataError(f"{req.name}: data root {root} is a file, not a folder")
-        if not req.download and not _exists(root):
-            raise DataError(f"{req.name}: data root {root} does not exist (downloading is off)")
-    dirs = candidate_dirs(req.name, req.root)
-    for folder in dirs:
-        found = [present(folder, f) for f in files]
-        if all(found):
-            return found
-    looked = f"{req.name} not found (looked in {', '.join(map(str, dirs))})"
-    how = _how_to_get(req.name, files, req.root)
-    if not req.download:
-        raise DataError(f"{looked}; downloading is off; {how}")
-    dest = download_dir(req.name, req.root)
-    created = not _exists(dest)
-    try:
-        for f in files:
-            if present(dest, f) is None:
-                fetch(req.name, f, dest, mirror=mirror, timeout=timeout)
-    except DownloadError as e:
-        if created and _exists(dest) and not any(dest.iterdir()):
-            dest.rmdir()  # leave no empty folder behind
-        raise DataError(f"{looked}; download into {dest} failed: {e}; {how}") from e
-    return [present(dest, f) for f in files]
 
 
 # ---------------------------------------------------------------- normalisation

@@ -12,12 +12,18 @@ Use from any training loop::
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(); loss.backward(); optimizer.step()
         sparsifier.step()          # one call per step: topology updates when due
+
+The dense gradient on a fixed batch that gradient-grown methods take (:func:`make_grad_fn`,
+:data:`GradFn`) lives in ``methods/grad_fn.py`` and is re-exported here. (Kept whole past ~400
+lines: :class:`Sparsifier` is one class over one state, its masks, counters, execution and
+optimiser hooks, ~345 lines; the rest are the argument checks and ``keep_top`` the methods
+share.)
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,6 +31,7 @@ import torch
 from torch import nn
 
 from sparseflow.methods.calls import fill_doc, named_errors
+from sparseflow.methods.grad_fn import GradFn, make_grad_fn  # noqa: F401 (re-exported)
 from sparseflow.sparsity import (
     EXECUTIONS,
     MaskSet,
@@ -43,13 +50,8 @@ from sparseflow.sparsity import (
     topk_mask,
 )
 
-GradFn = Callable[[], Mapping[str, torch.Tensor]]
 INITS = ("dense", "liu", "sparse", "keep")
 MASKING = ("auto", "grads", "weights", "both")
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def as_pattern(pattern: str | Pattern) -> Pattern:
@@ -448,32 +450,3 @@ class Sparsifier:
         self._handles.clear()
         self.masks.detach()
         self.execution.remove()
-
-
-def make_grad_fn(
-    model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-) -> GradFn:
-    """A closure giving the dense gradient dL/dW of each weight on the fixed batch (x, y).
-
-    Uses ``torch.autograd.grad`` so the model's ``.grad`` fields are left alone; under
-    ``torch.distributed`` the gradients are averaged over ranks.
-    """
-    import torch.nn.functional as F
-
-    fn = loss_fn or F.cross_entropy
-    names = list(params)
-
-    def grad_fn() -> dict[str, torch.Tensor]:
-        dev = next(iter(params.values())).device
-        loss = fn(model(x.to(dev)), y.to(dev))
-        grads = torch.autograd.grad(loss, [params[n] for n in names])
-        out = {n: g.detach() for n, g in zip(names, grads, strict=True)}
-        if _distributed():
-            world = torch.distributed.get_world_size()
-            for g in out.values():
-                torch.distributed.all_reduce(g)
-                g.div_(world)
-        return out
-
-    return grad_fn

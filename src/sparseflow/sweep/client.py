@@ -1,6 +1,6 @@
 """Running a sweep on Dask distributed: workers train, the client alone writes the store.
 
-(Kept whole at ~420 lines: the client's scheduling, fault handling and store writes are one
+(Kept whole at ~450 lines: the client's scheduling, fault handling and store writes are one
 state machine over the same bookkeeping; the worker side is ``sweep/worker.py``, the Dask
 connection ``sweep/cluster.py``.)
 
