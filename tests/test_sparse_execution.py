@@ -240,6 +240,14 @@ def test_sparse_pays_on_compiled_kernels_uses_their_own_table() -> None:
     assert not sparse_pays((10, 100), 0.01, threads=1)
 
 
+def test_sparse_pays_only_on_the_measured_cpu() -> None:
+    big = (300, 784)
+    assert sparse_pays(big, 0.05, threads=1, device="cpu")
+    assert sparse_pays(big, 0.05, threads=2, device=torch.device("cpu"))
+    assert not sparse_pays(big, 0.05, threads=1, device="cuda")  # unmeasured: masked
+    assert not sparse_pays(big, 0.01, threads=2, device=torch.device("meta"))
+
+
 # --- training: the same run in both executions ------------------------------------------------
 def mlp(seed: int) -> nn.Module:
     torch.manual_seed(seed)

@@ -76,7 +76,8 @@ CROSSOVER: tuple[tuple[int, dict[int, float]], ...] = (
 CROSSOVER_COMPILED: tuple[tuple[int, float], ...] = ((2**14, 0.25),)
 
 
-def sparse_pays(shape: tuple[int, ...], density: float, threads: int | None = None) -> bool:
+def sparse_pays(shape: tuple[int, ...], density: float, threads: int | None = None,
+                device: torch.device | str = "cpu") -> bool:
     """Whether the CSR kernels are predicted faster than the masked layer for a Linear weight.
 
     ``density <= d*(out * in)`` from the measured table of the kernels that run with
@@ -84,8 +85,12 @@ def sparse_pays(shape: tuple[int, ...], density: float, threads: int | None = No
     run (one thread, numba installed), else ``CROSSOVER`` by thread count; 0 for layers below a
     table's smallest size (never). A rule rather than a timing probe, so that a config and seed
     always run the same kernels and give the same numbers on one installation.
+
+    Only CPU layers are measured: on any other ``device`` (a GPU, where cuBLAS's dense product
+    is fast and cuSPARSE's CSR product unmeasured here) it says no, so that ``auto`` never picks
+    a path slower than the masked one it has not timed; ``execution="sparse"`` still runs CSR.
     """
-    if len(shape) != 2:
+    if len(shape) != 2 or torch.device(device).type != "cpu":
         return False
     threads = threads or torch.get_num_threads()
     numel = int(shape[0]) * int(shape[1])
@@ -161,7 +166,7 @@ class SparseExecution:
         if name in self.modules and mask.dim() == 2:
             density = float(torch.count_nonzero(mask)) / max(1, mask.numel())
             if (density < 1.0 and self.mode == "sparse"
-                    or sparse_pays(tuple(mask.shape), density)):
+                    or sparse_pays(tuple(mask.shape), density, device=mask.device)):
                 pattern = CSRPattern.from_mask(mask)
         self._plans[name] = (mask, pattern)
         return pattern
