@@ -129,18 +129,23 @@ def test_a_chain_of_sparse_layers_passes_activations_feature_major(kernel_set: s
         torch.testing.assert_close(g, w[m])
 
 
-def test_compiled_transpose_equals_torch_transpose() -> None:
-    from sparseflow.sparsity.csr import compiled_kernels, feature_major
+def test_feature_major_layout_is_read_from_strides_and_made_by_either_transpose() -> None:
+    from sparseflow.sparsity.csr import compiled_kernels, feature_major, is_feature_major
 
     compiled = compiled_kernels(torch.float32, threads=1)
-    if compiled is None:
-        pytest.skip("numba is not installed (the fast extra)")
-    for shape in [(128, 784), (9, 13), (8, 8), (1, 5), (5, 1), (0, 3)]:
+    for shape in [(128, 784), (9, 13), (8, 8), (1, 5), (5, 1), (0, 3), (1, 1)]:
         a = torch.randn(shape)
-        got = feature_major(a, compiled)
-        assert got.is_contiguous() and torch.equal(got, a.t())
+        stored = a.t().contiguous().t()
+        assert is_feature_major(stored) == stored.t().is_contiguous() == True  # noqa: E712
+        assert is_feature_major(a) == a.t().is_contiguous()
+        assert feature_major(stored, compiled) is stored  # no copy
+        for kernels in (None, compiled):
+            got = feature_major(a, kernels)
+            assert got.t().is_contiguous() and torch.equal(got, a)
     strided = torch.randn(10, 12)[:, ::2]  # neither layout: copied first
-    assert torch.equal(feature_major(strided, compiled), strided.t())
+    assert not is_feature_major(strided) and not strided.is_contiguous()
+    for kernels in (None, compiled):
+        assert torch.equal(feature_major(strided, kernels), strided)
 
 
 @pytest.mark.parametrize("kernel_set", KERNEL_SETS, indirect=True)

@@ -148,26 +148,33 @@ MIN_ROWS_COMPILED = 16
 def _compiled(x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None) -> Any | None:
     """:func:`compiled_kernels` for this call where they apply (CPU, one dtype throughout, a
     batch of at least ``MIN_ROWS_COMPILED`` rows)."""
-    if (x.device.type != "cpu" or values.dtype is not x.dtype or x.layout != torch.strided
+    if (not x.is_cpu or values.dtype is not x.dtype or x.layout != torch.strided
             or (bias is not None and bias.dtype is not x.dtype)
             or x.numel() < MIN_ROWS_COMPILED * x.shape[-1]):
         return None
     return compiled_kernels(x.dtype)
 
 
+def is_feature_major(t2: torch.Tensor) -> bool:
+    """Whether a 2-d (N x F) tensor is stored feature-major: its transpose is C-contiguous
+    (``t2.t().is_contiguous()``, read from the strides without making the view)."""
+    n, f = t2.shape
+    s0, s1 = t2.stride()
+    return n * f == 0 or ((n <= 1 or s0 == 1) and (f <= 1 or s1 == n))
+
+
 def feature_major(t2: torch.Tensor, compiled: Any | None = None) -> torch.Tensor:
-    """A 2-d (N x F) tensor as a C-contiguous (F x N) one: its transpose as a view when ``t2``
-    is already stored feature-major (the output of a previous sparse layer), else a copy
-    (the compiled blocked transpose where given)."""
-    tt = t2.t()
-    if tt.is_contiguous():
-        return tt
+    """A 2-d (N x F) tensor with the same values stored feature-major (its transpose, F x N,
+    C-contiguous): ``t2`` itself when it already is (the output of a previous sparse layer),
+    else a copy (the compiled blocked transpose where given)."""
+    if is_feature_major(t2):
+        return t2
     if compiled is None:
-        return tt.contiguous()
+        return t2.t().contiguous().t()
     src = t2.contiguous()
     out = torch.empty((src.shape[1], src.shape[0]), dtype=src.dtype)
     compiled.transpose(src.data_ptr(), src.shape[0], src.shape[1], out.data_ptr())
-    return out
+    return out.t()
 
 
 class _SparseLinear(torch.autograd.Function):
@@ -192,21 +199,21 @@ class _SparseLinear(torch.autograd.Function):
                 pattern: CSRPattern, layer: Any) -> torch.Tensor:
         out_features = pattern.shape[0]
         compiled = _compiled(x, values, bias)
-        xt = feature_major(x if x.dim() == 2 else x.reshape(-1, pattern.shape[1]),
-                           compiled)  # in x N
+        # x as (N x in) stored feature-major: x2.t() is x^T, C-contiguous
+        x2 = feature_major(x if x.dim() == 2 else x.reshape(-1, pattern.shape[1]), compiled)
         if compiled is not None:
             crow, col = pattern.host_rows()
-            yt = torch.empty((out_features, xt.shape[1]), dtype=x.dtype)
+            yt = torch.empty((out_features, x2.shape[0]), dtype=x.dtype)
             values = values.contiguous()  # kept alive (saved below) while the kernel reads it
             b = None if bias is None else bias.contiguous()
             compiled.rows_times(crow, col, None, values.data_ptr(),
-                                0 if b is None else b.data_ptr(), xt.data_ptr(), xt.shape[0],
-                                yt.data_ptr(), xt.shape[1])
+                                0 if b is None else b.data_ptr(), x2.data_ptr(), x2.shape[1],
+                                yt.data_ptr(), x2.shape[0])
             y = yt.t()
         else:
-            y = torch.sparse.mm(pattern.matrix(values), xt).t()
+            y = torch.sparse.mm(pattern.matrix(values), x2.t()).t()
             y = y + bias if bias is not None else y  # the sum keeps y's layout
-        ctx.save_for_backward(xt, values)
+        ctx.save_for_backward(x2, values)
         ctx.pattern, ctx.layer, ctx.x_shape = pattern, layer, x.shape
         ctx.compiled = compiled
         return y if x.dim() == 2 else y.reshape(*x.shape[:-1], out_features)
@@ -214,40 +221,42 @@ class _SparseLinear(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        xt, values = ctx.saved_tensors
+        x2, values = ctx.saved_tensors  # x2: (N x in) stored feature-major
         pattern: CSRPattern = ctx.pattern
         compiled = ctx.compiled if gy.dtype is values.dtype else None
-        gt = feature_major(gy if gy.dim() == 2 else gy.reshape(-1, pattern.shape[0]),
-                           compiled)  # out x N
+        g2 = feature_major(gy if gy.dim() == 2 else gy.reshape(-1, pattern.shape[0]),
+                           compiled)  # (N x out) stored feature-major
+        n = g2.shape[0]
         gx = gv = gb = None
-        if ctx.needs_input_grad[0]:
+        needs = ctx.needs_input_grad
+        if needs[0]:
             if compiled is not None:
                 t_crow, t_col, t_perm = pattern.host_columns()
-                gxt = torch.empty((pattern.shape[1], gt.shape[1]), dtype=gt.dtype)
+                gxt = torch.empty((pattern.shape[1], n), dtype=g2.dtype)
                 compiled.rows_times(t_crow, t_col, t_perm, values.data_ptr(), 0,
-                                    gt.data_ptr(), gt.shape[0], gxt.data_ptr(), gt.shape[1])
+                                    g2.data_ptr(), pattern.shape[0], gxt.data_ptr(), n)
             else:
-                gxt = torch.sparse.mm(pattern.transposed(values), gt)
+                gxt = torch.sparse.mm(pattern.transposed(values), g2.t())
             gx = gxt.t() if len(ctx.x_shape) == 2 else gxt.t().reshape(ctx.x_shape)
-        if ctx.needs_input_grad[1]:
+        if needs[1]:
             layer = ctx.layer
             if layer is not None and getattr(layer, "capture_dense_grad", False):
-                dense = gt @ xt.t()
+                dense = g2.t() @ x2
                 seen = layer.dense_grad
                 layer.dense_grad = dense if seen is None else seen + dense
                 gv = pattern.gather(dense)
             elif compiled is not None:
                 crow, col = pattern.host_rows()
                 gv = torch.empty_like(values)
-                if ctx.needs_input_grad[2]:
-                    gb = torch.empty(pattern.shape[0], dtype=gt.dtype)
-                compiled.sampled(crow, col, gt.data_ptr(), xt.data_ptr(), xt.shape[0],
-                                 gv.data_ptr(), 0 if gb is None else gb.data_ptr(), gt.shape[1])
+                if needs[2]:
+                    gb = torch.empty(pattern.shape[0], dtype=g2.dtype)
+                compiled.sampled(crow, col, g2.data_ptr(), x2.data_ptr(), x2.shape[1],
+                                 gv.data_ptr(), 0 if gb is None else gb.data_ptr(), n)
             else:
-                gv = torch.sparse.sampled_addmm(pattern.matrix(values), gt, xt.t(),
+                gv = torch.sparse.sampled_addmm(pattern.matrix(values), g2.t(), x2,
                                                 beta=0.0).values()
-        if ctx.needs_input_grad[2] and gb is None:
-            gb = gt.sum(1)
+        if needs[2] and gb is None:
+            gb = g2.sum(0)
         return gx, gv, gb, None, None
 
 
