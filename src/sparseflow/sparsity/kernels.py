@@ -21,7 +21,9 @@ Both give the same values except at masked positions, where the loop writes +0.0
 multiply gives -0.0 for negative entries and keeps NaN / inf (NaN * 0).
 ``SPARSEFLOW_KERNELS=torch`` in the environment forces the torch path (``=numba`` insists on
 numba and fails without it). A write through the loop bumps the tensor's autograd version
-counter where the tensor requires grad, as ``mul_`` would.
+counter where the tensor requires grad, as ``mul_`` would. The same switch governs the
+compiled CSR products of sparse execution (:func:`csr_kernels`, ``sparsity/_numba_csr.py``;
+used by ``sparsity/csr.py``).
 """
 
 from __future__ import annotations
