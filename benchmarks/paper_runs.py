@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 import tempfile
 import time
 
 from sparseflow.config import Duration
 from sparseflow.data.availability import dataset_info
+from sparseflow.errors import UserError
 from sparseflow.studies.setting import parse_setting
 from sparseflow.training.run import execute
 from sparseflow.training.sparsifier import heldout_sizes
@@ -71,4 +73,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:  # a bad --set key or value, a missing dataset: one line, exit 2
+        print(f"paper_runs.py: {e}", file=sys.stderr)
+        sys.exit(2)
