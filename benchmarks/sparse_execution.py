@@ -92,40 +92,46 @@ T_END = 10**9
 
 
 # -- timing ------------------------------------------------------------------------------------
-def timed(fn: Callable[[], object], n: int) -> float:
-    """Seconds per call of ``fn`` over ``n`` calls (garbage collector off)."""
+def timed(fn: Callable[[], object], n: int, sync: Callable[[], object] | None = None) -> float:
+    """Seconds per call of ``fn`` over ``n`` calls (garbage collector off). ``sync``: waits
+    for queued device work (``torch.cuda.synchronize``), called before and after the block."""
     gc.collect()
     gc.disable()
     try:
+        if sync is not None:
+            sync()
         t0 = time.perf_counter()
         for _ in range(n):
             fn()
+        if sync is not None:
+            sync()
         return (time.perf_counter() - t0) / n
     finally:
         gc.enable()
 
 
-def calls_for(fns: list[Callable[[], object]], target: float) -> int:
+def calls_for(fns: list[Callable[[], object]], target: float,
+              sync: Callable[[], object] | None = None) -> int:
     """Calls per timed block so that the slowest of ``fns`` runs at least ``target`` seconds
     (two warm-up calls each first)."""
     worst = 0.0
     for fn in fns:
         fn()
-        worst = max(worst, timed(fn, 1))
+        worst = max(worst, timed(fn, 1, sync))
     return max(1, math.ceil(target / max(worst, 1e-7)))
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, target: float = 0.02
-                ) -> dict[str, list[float]]:
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, target: float = 0.02,
+                sync: Callable[[], object] | None = None) -> dict[str, list[float]]:
     """Seconds per call of each function, one entry per repeat; the functions take turns in a
-    rotating order within every repeat."""
+    rotating order within every repeat (``sync``: see :func:`timed`)."""
     names = list(fns)
-    n = calls_for(list(fns.values()), target)
+    n = calls_for(list(fns.values()), target, sync)
     out: dict[str, list[float]] = {k: [] for k in names}
     for r in range(repeats):
         k = r % len(names)
         for name in names[k:] + names[:k]:
-            out[name].append(timed(fns[name], n))
+            out[name].append(timed(fns[name], n, sync))
     return out
 
 

@@ -16,9 +16,10 @@ The GPU checks of sparse execution, in one short run (a few minutes on one GPU):
    result. Forward only: PyTorch's semi-structured tensors are for inference here
    (``sparsity/semi_structured.py``).
 
-Timing: CUDA events around blocks of calls after warm-up, the variants interleaved, medians of
-``--repeats`` blocks. On a CPU (``--device cpu``) parts 1 and 2 run on the same code paths (MKL
-or the compiled loops), part 3 is skipped: that is how the tests keep this script working.
+Timing: benchmarks/sparse_execution.py's interleaved blocks of calls (at least ``--target``
+seconds each, the GPU synchronised around every block), medians of ``--repeats`` blocks. On a
+CPU (``--device cpu``) parts 1 and 2 run on the same code paths (MKL or the compiled loops),
+part 3 is skipped: that is how the tests keep this script working.
 
     python benchmarks/sparse_gpu.py                 # CUDA
     python benchmarks/sparse_gpu.py --device cpu --quick
@@ -28,50 +29,30 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from sparseflow.sparsity.csr import CSRPattern, sparse_linear
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sparse_execution import interleaved  # noqa: E402 - the benchmarks' shared timing
+
 SHAPES = ((300, 784), (1024, 1024), (2768, 2768), (4096, 4096))
 BATCHES = (128, 1024)
 DENSITIES = (0.1, 0.05, 0.02, 0.01)
 
 
-def block_time(fn: Callable[[], object], calls: int, device: torch.device) -> float:
-    """Seconds per call over ``calls`` calls (CUDA events on a GPU)."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3 / calls
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - t0) / calls
-
-
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, calls: int,
-                device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each function; they take turns in a rotating order."""
-    for fn in fns.values():  # warm-up (cuSPARSE handles, kernels' first launch)
-        for _ in range(3):
-            fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    names = list(fns)
-    out: dict[str, list[float]] = {k: [] for k in names}
-    for r in range(repeats):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            out[name].append(block_time(fns[name], calls, device))
-    return {k: statistics.median(v) for k, v in out.items()}
+def medians(fns: dict[str, Callable[[], object]], args: argparse.Namespace,
+            device: torch.device) -> dict[str, float]:
+    """Median seconds per call of each function: benchmarks/sparse_execution.py's interleaved
+    blocks, waiting for the GPU's queued work around each block."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    return {k: statistics.median(v)
+            for k, v in interleaved(fns, args.repeats, args.target, sync).items()}
 
 
 def linear_case(out_f: int, in_f: int, batch: int, density: float, device: torch.device,
@@ -127,8 +108,7 @@ def csr_table(args: argparse.Namespace, device: torch.device) -> None:
                     xd.grad = vs.grad = bs.grad = None
                     sparse_linear(xd, vs, pattern, bs).backward(g)
 
-                t = interleaved({"masked": masked, "sparse": sparse}, args.repeats,
-                                args.calls, device)
+                t = medians({"masked": masked, "sparse": sparse}, args, device)
                 cells.append(f"{t['masked'] / t['sparse']:.2f}")
                 masked_ms.append(1e3 * t["masked"])
             print(f"| {out_f}x{in_f} | {batch} | {statistics.median(masked_ms):.3f} | "
@@ -170,9 +150,8 @@ def semi_structured_table(args: argparse.Namespace, device: torch.device) -> Non
                 x = torch.randn(batch, in_f, generator=gen).to(device=device, dtype=dtype)
                 ref = F.linear(x, w)
                 diff = float((F.linear(x, ws) - ref).abs().max() / ref.abs().max())
-                t = interleaved({"dense": lambda x=x, w=w: F.linear(x, w),
-                                 "2:4": lambda x=x, ws=ws: F.linear(x, ws)},
-                                args.repeats, args.calls, device)
+                t = medians({"dense": lambda x=x, w=w: F.linear(x, w),
+                             "2:4": lambda x=x, ws=ws: F.linear(x, ws)}, args, device)
                 print(f"| {out_f}x{in_f} | {batch} | {str(dtype).split('.')[-1]} | "
                       f"{1e3 * t['dense']:.4f} | {1e3 * t['2:4']:.4f} | "
                       f"{t['dense'] / t['2:4']:.2f} | {diff:.1e} |", flush=True)
@@ -189,7 +168,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="one small shape, density and batch")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--calls", type=int, default=20, help="calls per timed block")
+    ap.add_argument("--target", type=float, default=0.02, help="seconds per timed block")
     ap.add_argument("--shapes", type=parse_shape, nargs="+", default=list(SHAPES))
     ap.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
     ap.add_argument("--densities", type=float, nargs="+", default=list(DENSITIES))
@@ -201,7 +180,7 @@ def main() -> None:
         raise SystemExit("sparse_gpu.py: no CUDA device here (use --device cpu for a smoke run)")
     if args.quick:
         args.shapes, args.batches, args.densities = [(64, 128), (30, 50)], [32], [0.05]
-        args.repeats, args.calls = 2, 2
+        args.repeats, args.target = 2, 0.002
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"torch {torch.__version__}, {name}\n")
     print(f"sparse_linear vs masked F.linear on {device}: largest relative difference "
