@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import io
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,13 +30,9 @@ import torch
 from sparseflow.config import load_config
 from sparseflow.errors import UserError
 from sparseflow.methods.registry import method_names, options_of
-from sparseflow.training.loop import Trainer
-from sparseflow.training.optim import build_optimizer
-from sparseflow.training.run import make_model
-from sparseflow.training.sparsifier import SparsifierCallback, build_sparsifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import synthetic  # noqa: E402 - the benchmarks' shared synthetic data
+from throughput import synthetic, trainer_for  # noqa: E402 - shared with throughput.py
 
 SPARSITY = 0.9
 
@@ -67,16 +62,7 @@ def run_method(method: str, args: argparse.Namespace, device: torch.device) -> d
     gen = torch.Generator().manual_seed(1)  # the held-out batch SNIP / GraSP score on
     data.heldout = [(torch.randn(args.batch, 3, 32, 32, generator=gen),
                      torch.randint(0, 10, (args.batch,), generator=gen))]
-    model = make_model(cfg, data).to(device)
-    opt = build_optimizer(cfg.optim, model)
-    trainer = Trainer(cfg, model, opt, data, device=device, progress=False,
-                      echo=lambda s: None)
-    with tempfile.TemporaryDirectory() as tmp:
-        sparsifier, _ = build_sparsifier(cfg, model, opt, data, steps, steps, _no_sources,
-                                         Path(tmp))
-    if sparsifier is not None:
-        trainer.callbacks.insert(0, SparsifierCallback(sparsifier))
-    trainer.use_model(model)
+    trainer, sparsifier = trainer_for(cfg, data, device, steps, steps, _no_sources)
     trainer.total_steps = steps
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):

@@ -153,20 +153,31 @@ def build(arch: Arch, variant: Variant, device: torch.device) -> tuple[Trainer, 
                              f"device={device.type}", "data.heldout=0",
                              f"data.augment={'true' if arch.augment else 'false'}"])
     data = synthetic(arch.input_shape, arch.classes, arch.batch * 4, arch.augment)
+    clock = _Clock(device)
+    trainer, _ = trainer_for(cfg, data, device, 10_000, 4, _no_sources, [clock])
+    return trainer, clock
+
+
+def trainer_for(cfg: Config, data: Dataset, device: torch.device, total_steps: int,
+                steps_per_epoch: int, sources: Any, callbacks: Sequence[Callback] = ()
+                ) -> tuple[Trainer, Any]:
+    """(Trainer, sparsifier or None) for ``cfg`` on ``data``, set up as ``sparseflow run``
+    sets a run up: the model on ``device`` (channels_last if asked), the optimiser, the
+    method's sparsifier (``sources``: the executor a method that reads another run calls) and
+    its callback before ``callbacks``."""
     model = make_model(cfg, data).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = build_optimizer(cfg.optim, model)
-    clock = _Clock(device)
-    trainer = Trainer(cfg, model, opt, data, device=device, callbacks=[clock], progress=False,
-                      echo=lambda s: None)
+    trainer = Trainer(cfg, model, opt, data, device=device, callbacks=list(callbacks),
+                      progress=False, echo=lambda s: None)
     with tempfile.TemporaryDirectory() as tmp:
-        sparsifier, _ = build_sparsifier(cfg, model, opt, data, 10_000, 4, _no_sources,
-                                         Path(tmp))
+        sparsifier, _ = build_sparsifier(cfg, model, opt, data, total_steps, steps_per_epoch,
+                                         sources, Path(tmp))
     if sparsifier is not None:
         trainer.callbacks.insert(0, SparsifierCallback(sparsifier))
     trainer.use_model(model)
-    return trainer, clock
+    return trainer, sparsifier
 
 
 def run_window(trainer: Trainer, clock: _Clock, steps: int) -> float:
